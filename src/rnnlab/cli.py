@@ -1,0 +1,71 @@
+"""Command-line plumbing: the `rnnlab` command and train.py's handling of user errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rnnlab.config import ConfigError
+from rnnlab.data import DataError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"rnnlab: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+@contextmanager
+def user_errors_as_one_line() -> Iterator[None]:
+    """Config and data mistakes end a single run with one line and exit code 2.
+
+    In a multirun the error is re-raised so that the sweeper records the job as failed.
+    """
+    try:
+        yield
+    except (ConfigError, DataError) as e:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            logging.getLogger("rnnlab").error("%s", e)
+            raise
+        fail(str(e))
+
+
+def check_group_choices(argv: list[str], conf_dir: Path) -> None:
+    """Reject `group=option` overrides naming an option that has no YAML file, in one line.
+
+    Hydra would say so too, but over a dozen lines of search paths; this runs first.
+    """
+    groups = {p.name for p in conf_dir.iterdir() if p.is_dir()}
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if key not in groups or "(" in value or value in ("null", ""):
+            continue  # sweep syntax like choice(...) is the sweeper's to check
+        options = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
+        for option in value.split(","):
+            if option not in options:
+                fail(f"{key}={option}: no such option; choose one of {', '.join(options)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="rnnlab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, Callable[[argparse.Namespace], int | None]] = {}
+    try:
+        from rnnlab import compare
+    except ImportError:
+        compare = None
+    if compare is not None:
+        commands["compare"] = compare.add_parser(sub)
+    args = parser.parse_args(argv)
+    sys.exit(commands[args.command](args) or 0)

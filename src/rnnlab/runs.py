@@ -1,0 +1,108 @@
+"""The run folder: the files every run leaves behind, written atomically.
+
+    <run dir>/
+      .hydra/{config,hydra,overrides}.yaml   Hydra's record of the composed config
+      train.log                              the run's log
+      metrics.csv                            one row per epoch (METRIC_COLUMNS)
+      summary.json                           the outcome (see README, "The run folder")
+      curves.png                             loss and accuracy vs epoch
+      checkpoints/last.pt, checkpoints/best.pt
+
+The compare tool and the sweeper read these files; SCHEMA_VERSION changes whenever a
+field changes meaning.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+STATUSES = ("completed", "diverged", "failed", "interrupted", "pruned")
+METRIC_COLUMNS = (
+    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+    "lr", "epoch_time_s", "train_samples_per_s",
+)
+SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.csv"
+CURVES_FILE = "curves.png"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temp file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+
+
+def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row.get(k)) for k in METRIC_COLUMNS})
+    atomic_write_text(run_dir / METRICS_FILE, buf.getvalue())
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / METRICS_FILE, newline="", encoding="utf-8") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)}
+                for row in csv.DictReader(f)]
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}" if abs(value) >= 1e4 else f"{value:.6f}"
+    return value
+
+
+def plot_curves(run_dir: Path, rows: list[dict[str, Any]], title: str = "") -> None:
+    """curves.png: losses and accuracies per epoch (train, val, test)."""
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for split in ("train", "val", "test"):
+        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], marker="o", label=split)
+        ax_acc.plot(epochs, [100 * r[f"{split}_acc"] for r in rows], marker="o", label=split)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    path = run_dir / CURVES_FILE
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(buf.getvalue())
+    os.replace(tmp, path)
