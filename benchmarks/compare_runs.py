@@ -104,7 +104,8 @@ def write_runs(root: Path, n: int, seed: int = 0) -> None:
         (hydra / "hydra.yaml").write_text(HYDRA.replace("{cell}", cell))
         (hydra / "overrides.yaml").write_text(f"- model={cell}\n- optimizer.lr={lr}\n")
         epochs = 10
-        accs = [min(0.99, 0.5 + 0.05 * e + rng.random() * 0.02) for e in range(1, epochs + 1)]
+        ceiling = rng.uniform(0.85, 0.99)
+        accs = [ceiling * (1 - 0.5**e) for e in range(1, epochs + 1)]
         (run / "metrics.csv").write_text(
             "epoch,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,lr,epoch_time_s,"
             "train_samples_per_s\n"

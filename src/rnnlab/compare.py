@@ -216,13 +216,19 @@ def _walk(top: Path, found: Found, seen: set[Path]) -> None:
         ]
         if subdirs:
             # Reversed so that popping visits folders in name order (job 0, 1, 2, ...).
-            stack.extend(sorted(subdirs, reverse=True))
+            stack.extend(sorted(subdirs, key=_natural, reverse=True))
         elif (
             folder != top
             and any(not e.name.startswith(".") for e in entries)
             and not names.intersection(SWEEP_FILES)
         ):
             found.skipped.append((str(folder), "not a run folder (no .hydra/ or summary.json)"))
+
+
+def _natural(path: Path) -> tuple[int, int, str]:
+    """Job folders 0, 1, 2, ..., 10 in numeric order, then the other names."""
+    name = path.name
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
