@@ -7,12 +7,15 @@ import hydra
 from omegaconf import DictConfig
 
 from rnnlab.cli import check_group_choices, user_errors_as_one_line
-from rnnlab.training import train
+from rnnlab.config import validate
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     with user_errors_as_one_line():
+        validate(cfg)  # before importing torch, so that a bad value is reported at once
+        from rnnlab.training import train
+
         return train(cfg)
 
 

@@ -9,10 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rnnlab.config import ConfigError
-from rnnlab.data import DataError
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from rnnlab.errors import ConfigError, DataError
 
 
 def fail(message: str, code: int = 2) -> None:

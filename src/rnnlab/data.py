@@ -23,15 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.datasets import MNIST
-from torchvision.datasets.mnist import read_image_file, read_label_file
-from torchvision.datasets.utils import calculate_md5
+
+from rnnlab.config import SAMPLE_SIZE
+from rnnlab.errors import DataError
 
 log = logging.getLogger(__name__)
 
-MNIST_TRAIN_SIZE = 60_000
-MNIST_TEST_SIZE = 10_000
-SAMPLE_SIZE = 5_000
 # Split of the 5k sample when it stands in for full MNIST (the data=mnist_sample defaults).
 SAMPLE_VAL_SIZE = 500
 SAMPLE_TEST_SIZE = 1_000
@@ -42,12 +39,7 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-MD5 = dict(MNIST.resources)  # torchvision's MD5s of the original .gz files
 CACHE_VERSION = 1
-
-
-class DataError(Exception):
-    """A data problem the user can fix; the message is one line naming the file or key."""
 
 
 @dataclass
@@ -125,6 +117,8 @@ def load_mnist(root: Path, cache_dir: Path, download: bool = True, verify_md5: b
     """(train_x, train_y, test_x, test_y, source) from the original files, via the cache."""
     files = find_mnist_files(root)
     if files is None and download:
+        from torchvision.datasets import MNIST
+
         try:
             MNIST(str(root), train=True, download=True)
         except Exception as e:  # offline, read-only root, mirror down: all mean "not here"
@@ -158,20 +152,26 @@ def load_mnist(root: Path, cache_dir: Path, download: bool = True, verify_md5: b
             raise DataError(f"{files[f'{split}_labels']}: labels outside 0-9")
     out = (tensors["train_images"], tensors["train_labels"],
            tensors["test_images"], tensors["test_labels"])
-    _write_cache(cache_file, dict(zip(("train_x", "train_y", "test_x", "test_y"), out)))
+    _write_cache(cache_file, dict(zip(("train_x", "train_y", "test_x", "test_y"), out, strict=True)))
     return (*out, source)
 
 
 def _read_idx(path: Path, images: bool, verify_md5: bool) -> torch.Tensor:
+    # torchvision is imported here, not at the top: a cached run never needs it (seconds saved).
+    from torchvision.datasets import MNIST
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+    from torchvision.datasets.utils import calculate_md5
+
     reader = read_image_file if images else read_label_file
+    md5s = dict(MNIST.resources)  # torchvision's MD5s of the original .gz files
     try:
         if path.suffix != ".gz":
             return reader(str(path))
-        if verify_md5 and path.name in MD5:
+        if verify_md5 and path.name in md5s:
             md5 = calculate_md5(str(path))
-            if md5 != MD5[path.name]:
+            if md5 != md5s[path.name]:
                 raise DataError(
-                    f"{path}: MD5 {md5} does not match the original file's {MD5[path.name]} "
+                    f"{path}: MD5 {md5} does not match the original file's {md5s[path.name]} "
                     "(corrupt, truncated or not MNIST); replace it, or set "
                     "data.verify_md5=false to use it anyway")
         # torchvision's readers take a path; unpack to a private temp file (root may be read-only).

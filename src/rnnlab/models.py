@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+from rnnlab.config import CELLS
+
+MODULES = dict(zip(CELLS, (nn.RNN, nn.LSTM, nn.GRU), strict=True))
 
 
 class SequenceClassifier(nn.Module):
@@ -32,8 +34,8 @@ class SequenceClassifier(nn.Module):
         num_classes: int = 10,
     ) -> None:
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+        if cell not in MODULES:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
         kwargs = dict(
             input_size=input_size,
             hidden_size=hidden_size,
@@ -48,7 +50,7 @@ class SequenceClassifier(nn.Module):
         self.cell = cell
         self.batch_first = batch_first
         self.num_directions = 2 if bidirectional else 1
-        self.rnn = CELLS[cell](**kwargs)
+        self.rnn = MODULES[cell](**kwargs)
         # Identity when dropout is 0 keeps the textbook model's forward pass (and RNG use) intact.
         self.head_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(hidden_size * self.num_directions, num_classes)
@@ -59,7 +61,7 @@ class SequenceClassifier(nn.Module):
             h_n = h_n[0]
         # h_n[-1] of a one-directional stack is the last step's output of the top layer;
         # a bidirectional stack contributes the final state of each direction.
-        last = torch.cat(list(h_n[-self.num_directions :]), dim=1)
+        last = h_n[-1] if self.num_directions == 1 else torch.cat((h_n[-2], h_n[-1]), dim=1)
         return self.fc(self.head_dropout(last))
 
 

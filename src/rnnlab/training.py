@@ -26,8 +26,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnnlab import __version__, pruning, runs
-from rnnlab.config import OPTIMIZED_METRICS, ConfigError, validate
-from rnnlab.data import Batches, DataError, atomic_torch_save, load_splits
+from rnnlab.config import OPTIMIZED_METRICS, validate
+from rnnlab.data import Batches, atomic_torch_save, load_splits
+from rnnlab.errors import ConfigError, DataError
 from rnnlab.models import count_parameters
 
 log = logging.getLogger(__name__)
