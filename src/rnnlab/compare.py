@@ -685,14 +685,7 @@ def build_table(
     descending = (mode == "max") if key == "objective" else key in HIGHER_IS_BETTER
     if reverse:
         descending = not descending
-    # Ties (same lr, say) show the best objective first.
-    order = sorted(
-        range(len(rows)),
-        key=lambda i: (
-            _sort_key(rows[i], key, descending),
-            _sort_key(rows[i], "objective", mode == "max"),
-        ),
-    )
+    order = _order(rows, key, descending, best_first=mode == "max")
     rows = [rows[i] for i in order]
     row_runs = [row_runs[i] for i in order]
     if top is not None:
@@ -758,15 +751,29 @@ def _group_rows(
     return rows, list(groups.values())
 
 
-def _sort_key(row: dict[str, Any], key: str, descending: bool) -> tuple[Any, ...]:
-    value = row.get(key)
+def _order(
+    rows: Sequence[dict[str, Any]], key: str, descending: bool, best_first: bool
+) -> list[int]:
+    """Row indices sorted on `key`; missing values last either way, ties best objective first."""
+    # Python's sort is stable (also with reverse=True): sort on the tie-breaker first.
+    order = sorted(range(len(rows)), key=lambda i: _value_key(rows[i].get("objective"), best_first))
+    present = [i for i in order if not _missing(rows[i].get(key))]
+    missing = [i for i in order if _missing(rows[i].get(key))]
+    present.sort(key=lambda i: _value_key(rows[i][key]), reverse=descending)
+    return present + missing
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _value_key(value: Any, negate: bool = False) -> tuple[int, float, str]:
+    if _missing(value):
+        return (2, 0.0, "")
     number = _as_number(value) if not isinstance(value, str) else None
-    if value is None or (number is not None and math.isnan(number)):
-        return (2, 0, 0, "")  # missing values last, whichever the direction
     if number is not None:
-        return (0, 0, -number if descending else number, "")
-    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
-    return (1, 0, 0, text)
+        return (0, -number if negate else number, "")
+    return (1, 0.0, value if isinstance(value, str) else json.dumps(value, sort_keys=True))
 
 
 # ---------------------------------------------------------------------------------------
