@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -479,7 +479,10 @@ class Where:
                 f"--where {text!r}: expected KEY=VALUE (or KEY!=VALUE, "
                 "KEY>VALUE, KEY<VALUE, KEY>=VALUE, KEY<=VALUE)"
             )
-        return cls(m.group(1), m.group(2), m.group(3).strip())
+        where = cls(m.group(1), m.group(2), m.group(3).strip())
+        if where.op in ("<", ">", "<=", ">=") and _as_number(where.value) is None:
+            raise CompareError(f"--where {text!r}: {where.op} needs a number, not {where.value!r}")
+        return where
 
     def __call__(self, run: Run) -> bool:
         value = run.value(self.key)
@@ -951,9 +954,11 @@ def render_text(table: Table, title: str | None = None, color: bool = False) -> 
         def line(cells: Sequence[str], styles: Sequence[str | None]) -> str:
             parts = [
                 paint(c.rjust(w) if r else c.ljust(w), st)
-                for c, w, r, st in zip(cells, widths, right, styles, strict=True)
+                for c, w, r, st in zip(cells[:-1], widths, right, styles, strict=False)
             ]
-            return " " + "   ".join(parts).rstrip()
+            # The last column is not padded: no trailing blanks, even inside color codes.
+            parts.append(paint(cells[-1].rjust(widths[-1]) if right[-1] else cells[-1], styles[-1]))
+            return " " + "   ".join(parts)
 
         out.append(line(headers, ["bold"] * len(headers)))
         out.append(" " + "─" * (sum(widths) + 3 * (len(widths) - 1)))
@@ -1064,6 +1069,12 @@ def add_parser(subparsers: Any) -> Callable[[argparse.Namespace], int]:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    def error(message: str) -> NoReturn:
+        # One line like every other rnnlab error, instead of argparse's usage + message.
+        print(f"rnnlab: error: {message} (see rnnlab compare --help)", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = error  # type: ignore[method-assign]
     parser.add_argument(
         "paths",
         nargs="+",
