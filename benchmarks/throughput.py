@@ -65,9 +65,15 @@ def textbook_round(loader_iter, model, optimizer, n_batches: int) -> float:
 
 def rnnlab_round(cfg, batches: Batches, model, optimizer, n_batches: int) -> float:
     """rnnlab's own epoch function over a slice of the training set; returns samples/s."""
-    subset = Batches(batches.x[: n_batches * batches.batch_size],
-                     batches.y[: n_batches * batches.batch_size], batches.batch_size,
-                     mean=0.5, std=0.5, shuffle=True, generator=batches.generator)
+    subset = Batches(
+        batches.x[: n_batches * batches.batch_size],
+        batches.y[: n_batches * batches.batch_size],
+        batches.batch_size,
+        mean=0.5,
+        std=0.5,
+        shuffle=True,
+        generator=batches.generator,
+    )
     start = time.perf_counter()
     training._train_epoch(cfg, model, optimizer, subset, epoch=1)
     return len(subset.y) / (time.perf_counter() - start)
@@ -86,8 +92,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=seed_book", f"data.root={args.root}",
-                                          "trainer.progress=false"])
+        cfg = compose(
+            "train",
+            overrides=["experiment=seed_book", f"data.root={args.root}", "trainer.progress=false"],
+        )
     with open_dict(cfg):
         cfg.data.cache_dir = str(REPO / "data" / "cache")
 
@@ -96,8 +104,15 @@ def main() -> None:
     torch.manual_seed(0)
     model_a = training.instantiate(cfg.model)
     opt_a = training._build_optimizer(cfg.optimizer, model_a, torch.device("cpu"))
-    batches = Batches(splits.train_x, splits.train_y, 64, 0.5, 0.5, shuffle=True,
-                      generator=torch.Generator().manual_seed(0))
+    batches = Batches(
+        splits.train_x,
+        splits.train_y,
+        64,
+        0.5,
+        0.5,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
 
     # (B) textbook: torchvision's MNIST + ToTensor/Normalize through a DataLoader.
     tmp = Path(tempfile.mkdtemp(prefix="rnnlab-bench-"))
@@ -121,20 +136,26 @@ def main() -> None:
     textbook_round(b_iter, model_b, opt_b, 20)
 
     a_rates, b_rates = [], []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, optimizer "
-          f"{type(opt_a).__name__}(fused={opt_a.defaults.get('fused')}), "
-          f"{args.rounds} rounds x {args.batches} batches of 64")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, optimizer "
+        f"{type(opt_a).__name__}(fused={opt_a.defaults.get('fused')}), "
+        f"{args.rounds} rounds x {args.batches} batches of 64"
+    )
     for r in range(args.rounds):
         a_rates.append(rnnlab_round(cfg, batches, model_a, opt_a, args.batches))
         b_rates.append(textbook_round(b_iter, model_b, opt_b, args.batches))
-        print(f"  round {r + 1}: rnnlab {a_rates[-1]:8,.0f}/s   textbook {b_rates[-1]:8,.0f}/s"
-              f"   ratio {a_rates[-1] / b_rates[-1]:.2f}")
+        print(
+            f"  round {r + 1}: rnnlab {a_rates[-1]:8,.0f}/s   textbook {b_rates[-1]:8,.0f}/s"
+            f"   ratio {a_rates[-1] / b_rates[-1]:.2f}"
+        )
     a, b = statistics.median(a_rates), statistics.median(b_rates)
     print(f"rnnlab   (A): {a:,.0f} samples/s (median)")
     print(f"textbook (B): {b:,.0f} samples/s (median)")
     print(f"ratio A/B:    {a / b:.2f}x")
-    print(f"rnnlab achieved {a * FLOP_PER_SAMPLE / 1e9:.1f} GFLOP/s "
-          f"({FLOP_PER_SAMPLE / 1e6:.2f} MFLOP per training sample)")
+    print(
+        f"rnnlab achieved {a * FLOP_PER_SAMPLE / 1e9:.1f} GFLOP/s "
+        f"({FLOP_PER_SAMPLE / 1e6:.2f} MFLOP per training sample)"
+    )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

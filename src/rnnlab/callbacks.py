@@ -37,7 +37,7 @@ class MultirunSummary(Callback):
 
 def write_summary(sweep_dir: Path, top: int = 10, filename: str = "summary.md") -> Path | None:
     """Print the top-`top` table of the runs under `sweep_dir`; write it as `filename` there."""
-    from rnnlab import compare
+    from rnnlab import compare, runs
 
     if not sweep_dir.is_dir():
         log.warning("no end-of-sweep summary: %s does not exist", sweep_dir)
@@ -47,6 +47,6 @@ def write_summary(sweep_dir: Path, top: int = 10, filename: str = "summary.md") 
     print()
     compare.print_table(table, title=title)
     path = sweep_dir / filename
-    compare.atomic_write(path, compare.to_markdown(table, title=title, base=sweep_dir))
+    runs.atomic_write(path, compare.to_markdown(table, title=title, base=sweep_dir))
     print(f"summary: {path}  (more: rnnlab compare {sweep_dir} --plot DIR --html FILE)")
     return path

@@ -66,3 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         commands["compare"] = compare.add_parser(sub)
     args = parser.parse_args(argv)
     sys.exit(commands[args.command](args) or 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -22,7 +22,6 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,30 +79,6 @@ try:  # libyaml parses a Hydra config.yaml ~7x faster than the pure-Python loade
     _YamlLoader: Any = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _YamlLoader = yaml.SafeLoader
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write through a temp file in the same folder, then rename: no reader sees half a file.
-
-    Unlike a bare mkstemp file (0600), the result gets the usual umask-based mode, so an
-    exported table or summary.md can be shared with the rest of the team.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 class CompareError(Exception):
@@ -1169,11 +1144,11 @@ def _run(args: argparse.Namespace) -> int:
         print_table(table)
     try:
         if args.csv:
-            atomic_write(args.csv, to_csv(table))
+            runs.atomic_write(args.csv, to_csv(table))
         if args.json:
-            atomic_write(args.json, to_json(table))
+            runs.atomic_write(args.json, to_json(table))
         if args.markdown:
-            atomic_write(args.markdown, to_markdown(table, base=args.markdown.parent))
+            runs.atomic_write(args.markdown, to_markdown(table, base=args.markdown.parent))
         if args.plot or args.html:
             from rnnlab import report
 
@@ -1181,7 +1156,7 @@ def _run(args: argparse.Namespace) -> int:
             if args.plot:
                 report.write_plots(images, args.plot)
             if args.html:
-                atomic_write(args.html, report.to_html(table, images))
+                runs.atomic_write(args.html, report.to_html(table, images))
     except OSError as e:
         raise CompareError(f"cannot write {e.filename or ''}: {e.strerror or e}") from None
     if not found.runs and not found.incomplete:

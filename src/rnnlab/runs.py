@@ -25,8 +25,16 @@ from typing import Any
 SCHEMA_VERSION = 1
 STATUSES = ("completed", "diverged", "failed", "interrupted", "pruned")
 METRIC_COLUMNS = (
-    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
-    "lr", "epoch_time_s", "train_samples_per_s",
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "test_loss",
+    "test_acc",
+    "lr",
+    "epoch_time_s",
+    "train_samples_per_s",
 )
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.csv"
@@ -34,21 +42,41 @@ CURVES_FILE = "curves.png"
 CHECKPOINT_DIR = "checkpoints"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temp file in the same folder, then rename: readers never see half a file."""
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write through a temp file in the same folder, then rename: no reader sees half a file.
+
+    Unlike a bare mkstemp file (0600), the result gets the usual umask-based mode, so run
+    folders and exported tables can be shared with the rest of the team.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save, atomically (checkpoints, data caches)."""
+    import torch  # not at the top: compare reads run folders without torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue())
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n")
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
@@ -61,13 +89,15 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _fmt(row.get(k)) for k in METRIC_COLUMNS})
-    atomic_write_text(run_dir / METRICS_FILE, buf.getvalue())
+    atomic_write(run_dir / METRICS_FILE, buf.getvalue())
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:
     with open(run_dir / METRICS_FILE, newline="", encoding="utf-8") as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)}
-                for row in csv.DictReader(f)]
+        return [
+            {k: float(v) for k, v in row.items() if v not in ("", None)}
+            for row in csv.DictReader(f)
+        ]
 
 
 def _fmt(value: Any) -> Any:
@@ -101,8 +131,4 @@ def plot_curves(run_dir: Path, rows: list[dict[str, Any]], title: str = "") -> N
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    path = run_dir / CURVES_FILE
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write(run_dir / CURVES_FILE, buf.getvalue())

@@ -27,18 +27,30 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnnlab import __version__, pruning, runs
 from rnnlab.config import OPTIMIZED_METRICS, validate
-from rnnlab.data import Batches, atomic_torch_save, load_splits
+from rnnlab.data import Batches, load_splits
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.models import count_parameters
+from rnnlab.runs import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 # Returned instead of a metric when a run diverges, so a sweep records a bad trial and goes on.
 WORST_OBJECTIVE = {"max": 0.0, "min": 1e9}
-# On resume these may differ from the checkpoint's config; everything else is taken from it.
-RESUME_OVERRIDABLE = ("trainer.epochs", "trainer.device", "trainer.progress",
-                      "trainer.num_threads", "resume", "trial")
+# On resume these may differ from the checkpoint's config (where things are, how long to go
+# on, which device); everything that shapes the numbers is taken from the checkpoint.
+RESUME_OVERRIDABLE = (
+    "trainer.epochs",
+    "trainer.device",
+    "trainer.progress",
+    "trainer.num_threads",
+    "paths.",
+    "data.root",
+    "data.cache_dir",
+    "data.download",
+    "resume",
+    "trial",
+)
 
 
 class Diverged(Exception):
@@ -85,8 +97,11 @@ def train(cfg: DictConfig) -> float:
         try:
             device = _resolve_device(cfg.trainer.device)
             _configure_torch(cfg, device)
-            summary.update(device=str(device), device_name=_device_name(device),
-                           torch_threads=torch.get_num_threads())
+            summary.update(
+                device=str(device),
+                device_name=_device_name(device),
+                torch_threads=torch.get_num_threads(),
+            )
 
             splits = load_splits(cfg.data).to(device)
             summary.update(data_source=splits.source, data_sizes=splits.sizes())
@@ -98,12 +113,19 @@ def train(cfg: DictConfig) -> float:
             scheduler = instantiate(cfg.scheduler)(optimizer) if cfg.get("scheduler") else None
             summary["num_params"] = count_parameters(model)
             batch_order = torch.Generator().manual_seed(cfg.seed)
-            train_batches = Batches(splits.train_x, splits.train_y, cfg.data.batch_size,
-                                    cfg.data.mean, cfg.data.std, shuffle=True,
-                                    generator=batch_order)
+            train_batches = Batches(
+                splits.train_x,
+                splits.train_y,
+                cfg.data.batch_size,
+                cfg.data.mean,
+                cfg.data.std,
+                shuffle=True,
+                generator=batch_order,
+            )
             val_batches, test_batches = (
                 Batches(x, y, cfg.data.eval_batch_size, cfg.data.mean, cfg.data.std, shuffle=False)
-                for x, y in ((splits.val_x, splits.val_y), (splits.test_x, splits.test_y)))
+                for x, y in ((splits.val_x, splits.val_y), (splits.test_x, splits.test_y))
+            )
 
             first_epoch = 1
             if resume_state is not None:
@@ -116,9 +138,13 @@ def train(cfg: DictConfig) -> float:
                 best = resume_state["best"]
                 first_epoch = resume_state["epoch"] + 1
                 log.info("resumed from %s after epoch %d", cfg.resume, resume_state["epoch"])
-            log.info("model: %s, %s parameters, device %s, %d torch threads",
-                     cfg.model.cell.upper(), f"{summary['num_params']:,}", device,
-                     torch.get_num_threads())
+            log.info(
+                "model: %s, %s parameters, device %s, %d torch threads",
+                cfg.model.cell.upper(),
+                f"{summary['num_params']:,}",
+                device,
+                torch.get_num_threads(),
+            )
 
             reporter = pruning.reporter_from_config(cfg.get("trial"))
             status = "completed"
@@ -128,19 +154,34 @@ def train(cfg: DictConfig) -> float:
                 epoch_time = time.perf_counter() - t0
                 val_loss, val_acc = evaluate(model, val_batches)
                 test_loss, test_acc = evaluate(model, test_batches)
-                row = dict(epoch=epoch, train_loss=train_loss, train_acc=train_acc,
-                           val_loss=val_loss, val_acc=val_acc, test_loss=test_loss,
-                           test_acc=test_acc, lr=optimizer.param_groups[0]["lr"],
-                           epoch_time_s=epoch_time,
-                           train_samples_per_s=len(splits.train_y) / epoch_time)
+                row = dict(
+                    epoch=epoch,
+                    train_loss=train_loss,
+                    train_acc=train_acc,
+                    val_loss=val_loss,
+                    val_acc=val_acc,
+                    test_loss=test_loss,
+                    test_acc=test_acc,
+                    lr=optimizer.param_groups[0]["lr"],
+                    epoch_time_s=epoch_time,
+                    train_samples_per_s=len(splits.train_y) / epoch_time,
+                )
                 history.append(row)
                 if scheduler is not None:
                     scheduler.step()
-                log.info("epoch %d/%d  loss %.4f  train acc %.2f%%  val loss %.4f  "
-                         "val acc %.2f%%  test acc %.2f%%  %.1fs  %s samples/s",
-                         epoch, cfg.trainer.epochs, train_loss, 100 * train_acc, val_loss,
-                         100 * val_acc, 100 * test_acc, epoch_time,
-                         f"{row['train_samples_per_s']:,.0f}")
+                log.info(
+                    "epoch %d/%d  loss %.4f  train acc %.2f%%  val loss %.4f  "
+                    "val acc %.2f%%  test acc %.2f%%  %.1fs  %s samples/s",
+                    epoch,
+                    cfg.trainer.epochs,
+                    train_loss,
+                    100 * train_acc,
+                    val_loss,
+                    100 * val_acc,
+                    100 * test_acc,
+                    epoch_time,
+                    f"{row['train_samples_per_s']:,.0f}",
+                )
                 if not math.isfinite(val_loss):
                     raise Diverged(f"validation loss is {val_loss} at epoch {epoch}")
                 improved = best is None or _better(row[metric_key], best[metric_key], mode)
@@ -148,8 +189,18 @@ def train(cfg: DictConfig) -> float:
                     best = row
                 runs.write_metrics(run_dir, history)
                 if cfg.trainer.save_checkpoints:
-                    _save_checkpoints(run_dir, cfg, model, optimizer, scheduler, batch_order,
-                                      epoch, history, best, improved)
+                    _save_checkpoints(
+                        run_dir,
+                        cfg,
+                        model,
+                        optimizer,
+                        scheduler,
+                        batch_order,
+                        epoch,
+                        history,
+                        best,
+                        improved,
+                    )
                 if reporter is not None and reporter.should_prune(epoch, row[metric_key]):
                     status = "pruned"
                     summary["reason"] = f"pruned by the study's pruner after epoch {epoch}"
@@ -163,8 +214,9 @@ def train(cfg: DictConfig) -> float:
             name = e.args[0] if isinstance(e, Interrupted) else "SIGINT"
             summary.update(status="interrupted", reason=f"stopped by {name}")
             exit_code = 128 + (e.signum if isinstance(e, Interrupted) else signal.SIGINT)
-            log.warning("interrupted by %s; continue with: python train.py resume=%s",
-                        name, run_dir)
+            log.warning(
+                "interrupted by %s; continue with: python train.py resume=%s", name, run_dir
+            )
         except (ConfigError, DataError) as e:
             summary.update(status="failed", reason=str(e))
             raise
@@ -209,8 +261,9 @@ def _train_epoch(cfg: DictConfig, model, optimizer, batches: Batches, epoch: int
             correct += (logits.detach().argmax(1) == y).sum()
             if step % check_every == 0:
                 if not torch.isfinite(loss_sum):
-                    raise Diverged(f"training loss is {loss_sum.item()} at epoch {epoch}, "
-                                   f"step {step}")
+                    raise Diverged(
+                        f"training loss is {loss_sum.item()} at epoch {epoch}, step {step}"
+                    )
                 advance(check_every)
     n = len(batches.y)
     train_loss = loss_sum.item() / n
@@ -244,8 +297,11 @@ def _build_optimizer(opt_cfg: DictConfig, model, device: torch.device):
                 del opt_cfg[flag]
         # Neither flag set: the fused kernel where torch has one for this device (one kernel
         # per step instead of several per parameter tensor).
-        if "fused" not in opt_cfg and "foreach" not in opt_cfg and \
-                _fused_supported(opt_cfg._target_, device):
+        if (
+            "fused" not in opt_cfg
+            and "foreach" not in opt_cfg
+            and _fused_supported(opt_cfg._target_, device)
+        ):
             opt_cfg.fused = True
     return instantiate(opt_cfg)(model.parameters())
 
@@ -261,26 +317,47 @@ def _fused_supported(target: str, device: torch.device) -> bool:
         return device.type == "cuda"
 
 
-def _save_checkpoints(run_dir: Path, cfg, model, optimizer, scheduler, batch_order,
-                      epoch: int, history, best, improved: bool) -> None:
+def _save_checkpoints(
+    run_dir: Path,
+    cfg,
+    model,
+    optimizer,
+    scheduler,
+    batch_order,
+    epoch: int,
+    history,
+    best,
+    improved: bool,
+) -> None:
     ckpt_dir = run_dir / runs.CHECKPOINT_DIR
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     model_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if improved:
-        atomic_torch_save({"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model_state,
-                           "metrics": best, "config": config_yaml}, ckpt_dir / "best.pt")
-    atomic_torch_save({
-        "format": CHECKPOINT_FORMAT,
-        "epoch": epoch,
-        "model": model_state,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "rng": _get_rng_state(batch_order),
-        "history": history,
-        "best": best,
-        "config": config_yaml,
-        "task_overrides": _task_overrides(),
-    }, ckpt_dir / "last.pt")
+        atomic_torch_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch,
+                "model": model_state,
+                "metrics": best,
+                "config": config_yaml,
+            },
+            ckpt_dir / "best.pt",
+        )
+    atomic_torch_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "model": model_state,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": _get_rng_state(batch_order),
+            "history": history,
+            "best": best,
+            "config": config_yaml,
+            "task_overrides": _task_overrides(),
+        },
+        ckpt_dir / "last.pt",
+    )
 
 
 def _load_resume(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict]:
@@ -288,36 +365,43 @@ def _load_resume(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict]:
     source = Path(cfg.resume)
     ckpt_path = source if source.is_file() else source / runs.CHECKPOINT_DIR / "last.pt"
     if not ckpt_path.is_file():
-        raise ConfigError(f"resume={cfg.resume}: no checkpoint at {ckpt_path} "
-                          "(expected a run dir holding checkpoints/last.pt)")
+        raise ConfigError(
+            f"resume={cfg.resume}: no checkpoint at {ckpt_path} "
+            "(expected a run dir holding checkpoints/last.pt)"
+        )
     try:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         saved = OmegaConf.create(state["config"])
     except Exception as e:
-        raise ConfigError(f"resume={cfg.resume}: {ckpt_path} is not a readable rnnlab "
-                          f"checkpoint ({type(e).__name__})") from None
-    changed = [o for o in _task_overrides()
-               if not o.lstrip("+~").split("=")[0].startswith(RESUME_OVERRIDABLE)]
-    if changed:
-        raise ConfigError(f"resume={cfg.resume}: the config comes from the checkpoint; only "
-                          f"{', '.join(RESUME_OVERRIDABLE[:4])} may be changed, not "
-                          f"{', '.join(changed)}")
+        raise ConfigError(
+            f"resume={cfg.resume}: {ckpt_path} is not a readable rnnlab "
+            f"checkpoint ({type(e).__name__})"
+        ) from None
+    overridden = {o.lstrip("+~").split("=")[0]: o for o in _task_overrides()}
+    refused = [o for key, o in overridden.items() if not key.startswith(RESUME_OVERRIDABLE)]
+    if refused:
+        raise ConfigError(
+            f"resume={cfg.resume}: the config comes from the checkpoint; only "
+            f"{', '.join(RESUME_OVERRIDABLE[:-2])} may be changed, not "
+            f"{', '.join(refused)}"
+        )
     effective = saved.copy()
     with open_dict(effective):
         for key in ("paths", "resume", "trial"):
             effective[key] = cfg.get(key)
-        for key in RESUME_OVERRIDABLE[:4]:
-            if any(o.lstrip("+").startswith(key + "=") for o in _task_overrides()):
+        for key in overridden:
+            if not key.startswith(("paths.", "resume", "trial")):
                 OmegaConf.update(effective, key, OmegaConf.select(cfg, key))
     validate(effective)
     # The run folder must describe what ran: record the effective config, not the defaults
     # that Hydra composed around `resume=...`.
     hydra_dir = run_dir / ".hydra"
     if hydra_dir.is_dir():
-        runs.atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(effective))
+        runs.atomic_write(hydra_dir / "config.yaml", OmegaConf.to_yaml(effective))
         overrides = [*state.get("task_overrides", []), *_task_overrides()]
-        runs.atomic_write_text(hydra_dir / "overrides.yaml",
-                               OmegaConf.to_yaml(OmegaConf.create(overrides)))
+        runs.atomic_write(
+            hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides))
+        )
     return effective, state
 
 
@@ -335,12 +419,17 @@ def _finish(run_dir: Path, cfg, summary, history, best, mode, metric_key, starte
     if status == "running":  # an exception we did not classify got here
         summary["status"] = status = "failed"
     if best is not None:
-        summary.update(best_epoch=best["epoch"], best_val_acc=best["val_acc"],
-                       best_val_loss=best["val_loss"], test_acc=best["test_acc"],
-                       test_loss=best["test_loss"])
+        summary.update(
+            best_epoch=best["epoch"],
+            best_val_acc=best["val_acc"],
+            best_val_loss=best["val_loss"],
+            test_acc=best["test_acc"],
+            test_loss=best["test_loss"],
+        )
     else:
-        summary.update(best_epoch=None, best_val_acc=None, best_val_loss=None,
-                       test_acc=None, test_loss=None)
+        summary.update(
+            best_epoch=None, best_val_acc=None, best_val_loss=None, test_acc=None, test_loss=None
+        )
     if status == "diverged" or best is None:
         summary["objective"] = WORST_OBJECTIVE[mode]
     else:
@@ -355,13 +444,21 @@ def _finish(run_dir: Path, cfg, summary, history, best, mode, metric_key, starte
     )
     try:
         runs.write_summary(run_dir, summary)
-        title = f"{cfg.model.cell.upper()}-{cfg.model.hidden_size} x{cfg.model.num_layers}  " \
-                f"{summary['status']}  {run_dir}"
+        title = (
+            f"{cfg.model.cell.upper()}-{cfg.model.hidden_size} x{cfg.model.num_layers}  "
+            f"{summary['status']}  {run_dir}"
+        )
         runs.plot_curves(run_dir, history, title=title)
     except OSError as e:
         log.error("could not write the run's summary in %s: %s", run_dir, e)
-    log.info("%s: objective %s = %s, test acc of best epoch %s  (%s)", summary["status"],
-             cfg.optimized_metric, summary["objective"], summary["test_acc"], run_dir)
+    log.info(
+        "%s: objective %s = %s, test acc of best epoch %s  (%s)",
+        summary["status"],
+        cfg.optimized_metric,
+        summary["objective"],
+        summary["test_acc"],
+        run_dir,
+    )
 
 
 def _better(a: float, b: float, mode: str) -> bool:
@@ -373,8 +470,10 @@ def _resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name}: CUDA is not available on this machine; "
-                          "use trainer.device=auto or cpu")
+        raise ConfigError(
+            f"trainer.device={name}: CUDA is not available on this machine; "
+            "use trainer.device=auto or cpu"
+        )
     return device
 
 
@@ -415,9 +514,14 @@ def _versions() -> dict[str, str]:
     import omegaconf
     import torchvision
 
-    return {"rnnlab": __version__, "python": platform.python_version(),
-            "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "hydra": hydra.__version__, "omegaconf": omegaconf.__version__}
+    return {
+        "rnnlab": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "hydra": hydra.__version__,
+        "omegaconf": omegaconf.__version__,
+    }
 
 
 def _now() -> str:
@@ -427,6 +531,7 @@ def _now() -> str:
 @contextmanager
 def _sigterm_as_exception():
     """Turn SIGTERM into Interrupted so the run writes summary.json before it exits."""
+
     def handler(signum, frame):
         raise Interrupted(signum)
 
@@ -452,7 +557,12 @@ def _progress(cfg: DictConfig, total: int, description: str):
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeRemainingColumn(), transient=True) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
