@@ -1,0 +1,103 @@
+"""Helpers shared by the rnnlab Optuna sweeper (the sweep process) and its trials (the jobs).
+
+The storage URL may hold a password. It never travels in a config or an override, because
+Hydra writes those into every run dir: the sweeper keeps a masked copy in the config and puts
+the real URL in the environment variable STORAGE_ENV, which the jobs inherit.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+STORAGE_ENV = "RNNLAB_OPTUNA_STORAGE"
+MASK = "***"
+# Seconds a SQLite connection waits for another process's write lock before it gives up:
+# parallel trials and cooperating sweeps all write to the same file.
+SQLITE_TIMEOUT_S = 120
+
+_PASSWORD_IN_URL = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:)[^@\s]*@")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temp file and rename: a reader never sees half a results file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def mask_url(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***."""
+    return _PASSWORD_IN_URL.sub(rf"\g<1>{MASK}@", text)
+
+
+def real_storage_url(configured: str) -> str:
+    """The URL to connect to: the one in STORAGE_ENV when `configured` is its masked form."""
+    real = os.environ.get(STORAGE_ENV)
+    if real and mask_url(real) == configured:
+        return real
+    return configured
+
+
+@functools.lru_cache(maxsize=8)
+def open_storage(url: str) -> Any:
+    """An optuna RDBStorage for `url`; for SQLite the folder is created and writers wait.
+
+    One per URL and process: trials run in the sweep's process by the basic launcher would
+    otherwise each leave a connection pool behind.
+    """
+    import optuna
+
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def process_identity(pid: int | None = None) -> dict[str, Any]:
+    """Host, pid and start time of a process: enough to tell later whether it is still alive."""
+    pid = os.getpid() if pid is None else pid
+    return {"host": socket.gethostname(), "pid": pid, "start": _start_time(pid)}
+
+
+def process_alive(identity: dict[str, Any] | None) -> bool | None:
+    """True/False for a process on this host; None when it ran elsewhere (cannot tell)."""
+    if not identity or identity.get("host") != socket.gethostname():
+        return None
+    pid = identity.get("pid")
+    if not isinstance(pid, int):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    # The pid may have been reused by an unrelated process since.
+    start = identity.get("start")
+    return start is None or _start_time(pid) in (None, start)
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (starttime) counts from after the parenthesised command name.
+    return stat.rsplit(")", 1)[1].split()[19]
