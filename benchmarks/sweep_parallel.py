@@ -22,7 +22,7 @@ import optuna
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(out: Path, data_dir: Path, n_jobs: int, trials: int, epochs: int) -> dict:
+def run(out: Path, data_dir: Path, n_jobs: int, args: argparse.Namespace) -> dict:
     name = f"parallel{n_jobs}"
     cmd = [
         sys.executable,
@@ -31,18 +31,19 @@ def run(out: Path, data_dir: Path, n_jobs: int, trials: int, epochs: int) -> dic
         "hydra/sweeper=rnnlab_optuna",
         "hydra/launcher=joblib",
         f"hydra.launcher.n_jobs={n_jobs}",
+        f"hydra.sweeper.n_jobs={n_jobs * args.batch_factor}",
         f"hydra.sweeper.study_name={name}",
-        f"hydra.sweeper.n_trials={trials}",
+        f"hydra.sweeper.n_trials={args.trials}",
         "hydra/sweeper/sampler=random",
         "hydra.sweeper.sampler.seed=0",
         "data=mnist_sample",
         f"paths.data_dir={data_dir}",
         f"paths.output_root={out}",
-        "model=rnn",
-        "model.hidden_size=32",
-        "data.batch_size=64",
+        f"model={args.cell}",
+        f"model.hidden_size={args.hidden_size}",
+        f"data.batch_size={args.batch_size}",
         "optimizer.lr=3e-3",
-        f"trainer.epochs={epochs}",
+        f"trainer.epochs={args.epochs}",
         "trainer.save_checkpoints=false",
         "trainer.progress=false",
         "seed=range(0,1000)",
@@ -55,8 +56,10 @@ def run(out: Path, data_dir: Path, n_jobs: int, trials: int, epochs: int) -> dic
     span = (
         max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
     ).total_seconds()
+    mean = sum(t.user_attrs.get("duration_s") or 0 for t in done) / max(1, len(done))
     return {
         "workers": n_jobs,
+        "mean_trial_s": mean,
         "trials": len(done),
         "span_s": span,
         "wall_s": wall,
@@ -67,17 +70,25 @@ def run(out: Path, data_dir: Path, n_jobs: int, trials: int, epochs: int) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
+    # Trials launched per batch = workers x this; >1 lets joblib refill a worker that is done
+    # instead of waiting for the batch's slowest trial.
+    parser.add_argument("--batch-factor", type=int, default=1)
+    # Trials of ~10 s: long enough that training, not per-trial bookkeeping, dominates.
+    parser.add_argument("--cell", default="gru", choices=["rnn", "lstm", "gru"])
+    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         out, data_dir = Path(tmp) / "out", Path(tmp) / "data"
         out.mkdir()
-        rows = [run(out, data_dir, n, args.trials, args.epochs) for n in (1, 2)]
+        rows = [run(out, data_dir, n, args) for n in (1, 2)]
     for r in rows:
         print(
             f"{r['workers']} worker(s): {r['trials']} trials in {r['span_s']:.1f} s "
-            f"(command {r['wall_s']:.1f} s) = {r['trials_per_hour']:.0f} trials/hour"
+            f"(command {r['wall_s']:.1f} s, {r['mean_trial_s']:.1f} s per trial) = "
+            f"{r['trials_per_hour']:.0f} trials/hour"
         )
     print(
         f"speed-up with 2 workers: {rows[1]['trials_per_hour'] / rows[0]['trials_per_hour']:.2f}x"

@@ -581,7 +581,7 @@ class RnnlabOptunaSweeperImpl:
         else:
             error = ret._return_value
             summary.setdefault("status", "failed")
-            if summary.get("status") != "failed" or not summary.get("reason"):
+            if summary["status"] not in ("failed", "interrupted") or not summary.get("reason"):
                 summary["status"] = "failed"
                 summary["reason"] = f"{type(error).__name__}: {error}".splitlines()[0][:500]
         try:
@@ -609,6 +609,7 @@ class RnnlabOptunaSweeperImpl:
     ) -> str:
         status = summary.get("status") if summary.get("status") in STATUSES else "failed"
         reason = summary.get("reason")
+        reason = sweeps.mask_url(str(reason)) if reason else None
         objective = _finite(value)
         if objective is None:
             objective = _finite(summary.get("objective"))
