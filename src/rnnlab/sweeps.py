@@ -11,7 +11,6 @@ import functools
 import os
 import re
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +21,6 @@ MASK = "***"
 SQLITE_TIMEOUT_S = 120
 
 _PASSWORD_IN_URL = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:)[^@\s]*@")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temp file and rename: a reader never sees half a results file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def mask_url(text: str) -> str:

@@ -31,6 +31,7 @@ from rnnlab.data import Batches, load_splits
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.models import count_parameters
 from rnnlab.runs import atomic_torch_save
+from rnnlab.sweeps import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ def train(cfg: DictConfig) -> float:
         "resumed_from": str(Path(cfg.resume).resolve()) if cfg.get("resume") else None,
         "seed": cfg.seed,
         "versions": _versions(),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        # a storage URL given on the command line may hold a password
+        "command": mask_url(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]])),
     }
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None

@@ -326,7 +326,7 @@ class RnnlabOptunaSweeperImpl:
             n_trials = min(n_trials, math.prod(len(v) for v in grid.values()) if grid else 1)
 
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        sweeps.atomic_write_text(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
+        runs.atomic_write(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
         log.info(
             "Study %s in %s (%d earlier trials), sampler %s, pruner %s, direction %s",
             self.study_name,
@@ -691,11 +691,11 @@ class RnnlabOptunaSweeperImpl:
         else:
             results.update(best_params=None, best_value=None, best_trial=None, best_run_dir=None)
             log.warning("No trial of study %s has completed yet", self.study_name)
-        sweeps.atomic_write_text(
+        runs.atomic_write(
             self.sweep_dir / "optimization_results.yaml",
             OmegaConf.to_yaml(OmegaConf.create(results)),
         )
-        sweeps.atomic_write_text(self.sweep_dir / "trials.csv", trials_csv(trials))
+        runs.atomic_write(self.sweep_dir / "trials.csv", trials_csv(trials))
         log.info(
             "Wrote %s and %s",
             self.sweep_dir / "optimization_results.yaml",
