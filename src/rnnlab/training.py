@@ -93,6 +93,7 @@ def train(cfg: DictConfig) -> float:
     }
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
+    reporter = None
     exit_code = None
 
     with _sigterm_as_exception():
@@ -228,6 +229,8 @@ def train(cfg: DictConfig) -> float:
             summary.update(status="failed", reason=reason.splitlines()[0][:500])
             raise
         finally:
+            if reporter is not None:
+                reporter.close()
             _finish(run_dir, cfg, summary, history, best, mode, metric_key, started)
 
     if exit_code is not None:
