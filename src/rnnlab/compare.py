@@ -34,7 +34,7 @@ from rnnlab import runs
 HYDRA_DIR = ".hydra"
 # Keys that differ between runs for reasons unrelated to the result (where a run was
 # written, how it was resumed, which Optuna trial it was); never a "differing" column.
-IGNORED_PREFIXES = ("paths.", "hydra.")
+IGNORED_PREFIXES = ("paths.", "hydra.", "trial.")
 IGNORED_KEYS = frozenset({"resume", "trial"})
 IGNORED_GROUPS = frozenset({"hydra", "paths"})
 SEED_KEY = "seed"
