@@ -9,37 +9,11 @@ from omegaconf import DictConfig
 
 
 class RnnlabOptunaSweeper(Sweeper):
-    def __init__(
-        self,
-        sampler: Any,
-        pruner: Any,
-        direction: str | None,
-        storage: str | None,
-        study_name: str | None,
-        resume: bool,
-        n_trials: int,
-        n_jobs: int | None,
-        timeout: float | None,
-        max_failure_rate: float,
-        params: DictConfig | None,
-        custom_search_space: str | None,
-    ) -> None:
+    def __init__(self, **settings: Any) -> None:
+        # The settings are the fields of RnnlabOptunaSweeperConf (config.py), typed by Hydra.
         from ._impl import RnnlabOptunaSweeperImpl
 
-        self.sweeper = RnnlabOptunaSweeperImpl(
-            sampler=sampler,
-            pruner=pruner,
-            direction=direction,
-            storage=storage,
-            study_name=study_name,
-            resume=resume,
-            n_trials=n_trials,
-            n_jobs=n_jobs,
-            timeout=timeout,
-            max_failure_rate=max_failure_rate,
-            params=params,
-            custom_search_space=custom_search_space,
-        )
+        self.sweeper = RnnlabOptunaSweeperImpl(**settings)
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
