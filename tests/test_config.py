@@ -188,3 +188,10 @@ def test_unknown_key_is_refused_by_hydra_without_traceback(run_train, tmp_path):
     proc = run_train("model.hiden_size=3", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
     assert "model.hiden_size" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_value_in_a_multirun_is_reported_without_traceback(run_train, tmp_path):
+    proc = run_train("-m", "model.hidden_size=0", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode != 0
+    assert "model.hidden_size=0 is not allowed" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
