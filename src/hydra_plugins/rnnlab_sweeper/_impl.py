@@ -248,8 +248,6 @@ class RnnlabOptunaSweeperImpl:
     ) -> None:
         self.config = config
         self.hydra_context = hydra_context
-        # Optuna's schema migrations log every alembic plugin at INFO on a new database.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
         if self.n_trials < 0:
             raise SweepConfigError(f"hydra.sweeper.n_trials={self.n_trials}: expected >= 0")
         if self.n_jobs is not None and self.n_jobs < 1:

@@ -1,6 +1,7 @@
 """The Hydra Sweeper plugin class; the work is in _impl (imported lazily: Hydra imports every
 plugin module at startup, and optuna is slow to import)."""
 
+import logging
 from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
@@ -11,6 +12,8 @@ from omegaconf import DictConfig
 class RnnlabOptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
         # The settings are the fields of RnnlabOptunaSweeperConf (config.py), typed by Hydra.
+        # Importing optuna imports alembic, which logs each of its plugins at INFO.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         from ._impl import RnnlabOptunaSweeperImpl
 
         self.sweeper = RnnlabOptunaSweeperImpl(**settings)
