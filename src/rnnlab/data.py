@@ -150,7 +150,7 @@ def load_mnist(root: Path, cache_dir: Path, download: bool = True, verify_md5: b
         try:
             MNIST(str(root), train=True, download=True)
         except Exception as e:  # offline, read-only root, mirror down: all mean "not here"
-            reason = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
             raise MnistMissing(
                 f"files not found under {root} and download failed ({reason})"
             ) from None
