@@ -142,7 +142,7 @@ def test_resume_after_sigterm_equals_uninterrupted(run_train, data_dir, tmp_path
         *SAMPLE,
         "model=gru",
         "model.hidden_size=32",
-        "data.batch_size=16",
+        "data.batch_size=32",
         "trainer.epochs=3",
         "seed=3",
         "scheduler=cosine",

@@ -515,18 +515,24 @@ def _set_rng_state(state: dict[str, Any], batch_order: torch.Generator) -> None:
 
 
 def _versions() -> dict[str, str]:
-    import hydra
-    import omegaconf
-    import torchvision
+    # Package metadata, not imports: importing torchvision alone costs seconds per run.
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {
+    versions = {
         "rnnlab": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "hydra": hydra.__version__,
-        "omegaconf": omegaconf.__version__,
     }
+    for name, dist in (
+        ("torchvision", "torchvision"),
+        ("hydra", "hydra-core"),
+        ("omegaconf", "omegaconf"),
+    ):
+        try:
+            versions[name] = version(dist)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
 
 
 def _now() -> str:
