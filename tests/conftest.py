@@ -43,3 +43,29 @@ def run_train(data_dir: Path) -> Callable[..., subprocess.CompletedProcess]:
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def rnn_gru_multirun(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):
+    """One real 2-job multirun (`-m model=rnn,gru`, 1 epoch), shared by the tests that read it."""
+    sweep_dir = tmp_path_factory.mktemp("multirun") / "sweep"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "data=mnist_sample",
+            "trainer.progress=false",
+            "model=rnn,gru",
+            "trainer.epochs=1",
+            "model.hidden_size=32",
+            f"paths.data_dir={data_dir}",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep_dir, proc

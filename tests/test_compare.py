@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -400,35 +399,9 @@ def test_plots_and_html(
     assert snapshot(tmp_path / "optuna") | snapshot(sweep) == before
 
 
-def test_multirun_writes_summary_md(tmp_path: Path) -> None:
+def test_multirun_writes_summary_md(rnn_gru_multirun: tuple[Path, Any]) -> None:
     """A real 2-job multirun through train.py ends with the table and summary.md."""
-    sweep_dir = tmp_path / "sweep"
-    small = [
-        "data.val_size=100",
-        "data.test_size=4400",  # 500 training digits: seconds
-        "model.hidden_size=16",
-        "trainer.save_checkpoints=false",
-        "trainer.device=cpu",
-    ]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "-m",
-            "data=mnist_sample",
-            "trainer.epochs=1",
-            "model=rnn,gru",
-            *small,
-            f"hydra.sweep.dir={sweep_dir}",
-            f"paths.data_dir={tmp_path / 'data'}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweep_dir, proc = rnn_gru_multirun
     summary = sweep_dir / "summary.md"
     assert summary.is_file()
     text = summary.read_text()

@@ -212,20 +212,12 @@ def test_huge_learning_rate_ends_diverged_with_exit_0(run_train, tmp_path):
     assert s["objective"] == 0.0  # the worst accuracy, finite, so a sweep goes on
 
 
-def test_multirun_leaves_complete_run_dirs(run_train, tmp_path):
-    proc = run_train(
-        "-m",
-        *SAMPLE,
-        "model=rnn,gru",
-        "trainer.epochs=1",
-        "model.hidden_size=32",
-        f"hydra.sweep.dir={tmp_path}",
-    )
-    assert proc.returncode == 0, proc.stderr
+def test_multirun_leaves_complete_run_dirs(rnn_gru_multirun):
+    sweep_dir, _ = rnn_gru_multirun
     cells = []
     for job in ("0", "1"):
         for name in RUN_FILES:
-            assert (tmp_path / job / name).is_file(), (job, name)
-        assert summary(tmp_path / job)["status"] == "completed"
-        cells.append((tmp_path / job / ".hydra/config.yaml").read_text().count("cell: gru"))
+            assert (sweep_dir / job / name).is_file(), (job, name)
+        assert summary(sweep_dir / job)["status"] == "completed"
+        cells.append((sweep_dir / job / ".hydra/config.yaml").read_text().count("cell: gru"))
     assert cells == [0, 1]
