@@ -57,13 +57,12 @@ def check_group_choices(argv: list[str], conf_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="rnnlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    commands: dict[str, Callable[[argparse.Namespace], int | None]] = {}
-    try:
-        from rnnlab import compare
-    except ImportError:
-        compare = None
-    if compare is not None:
-        commands["compare"] = compare.add_parser(sub)
+    # Imported here, not at the top: train.py uses this module and needs none of it.
+    from rnnlab import compare
+
+    commands: dict[str, Callable[[argparse.Namespace], int | None]] = {
+        "compare": compare.add_parser(sub),
+    }
     args = parser.parse_args(argv)
     sys.exit(commands[args.command](args) or 0)
 
