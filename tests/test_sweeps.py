@@ -210,6 +210,7 @@ def test_sweep_failures_resume_and_sigkill(tmp_path: Path, data_dir: Path) -> No
         n_jobs=None,
         timeout=None,
         max_failure_rate=1.0,
+        pipeline=True,
         params=None,
         custom_search_space=None,
     )

@@ -16,9 +16,12 @@ import io
 import logging
 import math
 import os
+import queue
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +227,7 @@ class RnnlabOptunaSweeperImpl:
         n_jobs: int | None,
         timeout: float | None,
         max_failure_rate: float,
+        pipeline: bool,
         params: DictConfig | None,
         custom_search_space: str | None,
     ) -> None:
@@ -237,6 +241,7 @@ class RnnlabOptunaSweeperImpl:
         self.n_jobs = n_jobs
         self.timeout = timeout
         self.max_failure_rate = max_failure_rate
+        self.pipeline = pipeline
         self.params = params
         self.custom_search_space = custom_search_space
         self.job_idx = 0
@@ -304,12 +309,12 @@ class RnnlabOptunaSweeperImpl:
         )
         direction = self._direction()
         parallel = self._parallelism()
-        batch_size = self.n_jobs or parallel
+        width = self.n_jobs or parallel  # trials running at once
         if parallel > 1 and not any(
             k.lstrip("+~") == "trainer.num_threads" for k in [*space, *fixed]
         ):
             # Workers that each take every core slow each other down.
-            fixed["trainer.num_threads"] = str(max(1, _cpu_count() // min(parallel, batch_size)))
+            fixed["trainer.num_threads"] = str(max(1, _cpu_count() // min(parallel, width)))
 
         is_grid = str(self.sampler_cfg.get("_target_", "")).endswith("GridSampler")
         grid = {k: _grid_choices(k, d) for k, d in space.items()} if is_grid else None
@@ -339,39 +344,74 @@ class RnnlabOptunaSweeperImpl:
             ", ".join(f"{k}: {_describe(d)}" for k, d in space.items()) or "(none)",
         )
         log.info(
-            "%d new trials, %d at a time%s",
+            "%d new trials, %d at a time (%s)%s",
             n_trials,
-            batch_size,
+            width,
+            "each starts when one ends" if self._pipelined(width) else "in batches",
             f", torch threads per trial: {fixed['trainer.num_threads']}"
             if "trainer.num_threads" in fixed and parallel > 1
             else "",
         )
 
         counts: Counter[str] = Counter()
-        started = time.monotonic()
-        launched = 0
         pruner_spec = OmegaConf.to_container(self.pruner_cfg, resolve=True)
-        while launched < n_trials:
-            if self.timeout is not None and time.monotonic() - started >= self.timeout:
-                log.info("timeout of %ss reached: no new trials", self.timeout)
-                break
-            n = min(batch_size, n_trials - launched)
-            ask_study = self._load_study(storage)
-            trials = []
-            for _ in range(n):
-                trial = ask_study.ask()
-                ask_study.sampler = self._sampler(trial.number, grid)
-                trial._init_relative_params()  # with the sampler seeded for this trial
-                for name, dist in space.items():
-                    trial._suggest(name, dist)
-                if self.custom_search_space:
-                    instantiate({"_target_": self.custom_search_space, "_partial_": True})(
-                        self.config, trial
-                    )
-                trial.set_user_attr("owner", sweeps.process_identity())
-                trial.set_user_attr("pruner", pruner_spec)
-                trial.set_user_attr("sweep_dir", str(self.sweep_dir))
-                trials.append(trial)
+
+        def ask() -> optuna.trial.Trial:
+            study = self._load_study(storage)
+            trial = study.ask()
+            study.sampler = self._sampler(trial.number, grid)
+            trial._init_relative_params()  # with the sampler seeded for this trial
+            for name, dist in space.items():
+                trial._suggest(name, dist)
+            if self.custom_search_space:
+                instantiate({"_target_": self.custom_search_space, "_partial_": True})(
+                    self.config, trial
+                )
+            trial.set_user_attr("owner", sweeps.process_identity())
+            trial.set_user_attr("pruner", pruner_spec)
+            trial.set_user_attr("sweep_dir", str(self.sweep_dir))
+            return trial
+
+        run = self._run_pipelined if self._pipelined(width) else self._run_batches
+        run(n_trials, width, ask, fixed, storage, direction, counts)
+        self._report(storage, counts, direction)
+
+    def _pipelined(self, width: int) -> bool:
+        # Only launchers that run each job in its own process may be called from several
+        # threads at once; the basic launcher runs jobs inside this process.
+        target = str(self.config.hydra.launcher.get("_target_", ""))
+        return self.pipeline and width > 1 and ("Joblib" in target or "submitit" in target)
+
+    def _stop_launching(self, started: float, counts: Counter[str]) -> bool:
+        if self.timeout is not None and time.monotonic() - started >= self.timeout:
+            log.info("timeout of %ss reached: no new trials", self.timeout)
+            return True
+        done = sum(counts.values())
+        failed = counts["failed"] + counts["interrupted"]
+        if done and failed / done > self.max_failure_rate:
+            log.error(
+                "%d of %d trials failed, more than max_failure_rate=%s: stopping",
+                failed,
+                done,
+                self.max_failure_rate,
+            )
+            return True
+        return False
+
+    def _run_batches(
+        self,
+        n_trials: int,
+        width: int,
+        ask: Callable[[], optuna.trial.Trial],
+        fixed: dict[str, str],
+        storage: Any,
+        direction: str,
+        counts: Counter[str],
+    ) -> None:
+        """Hydra's way: launch `width` trials, wait for all of them, tell, repeat."""
+        started, launched = time.monotonic(), 0
+        while launched < n_trials and not self._stop_launching(started, counts):
+            trials = [ask() for _ in range(min(width, n_trials - launched))]
             overrides = [self._overrides(t, fixed) for t in trials]
             try:
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
@@ -385,19 +425,74 @@ class RnnlabOptunaSweeperImpl:
             launched += len(returns)
             tell_study = self._load_study(storage)
             for trial, ret in zip(trials, returns, strict=True):
-                status = self._tell(tell_study, storage, trial, ret, direction)
-                counts[status] += 1
-            failed = counts["failed"] + counts["interrupted"]
-            if failed / launched > self.max_failure_rate:
-                log.error(
-                    "%d of %d trials failed, more than max_failure_rate=%s: stopping",
-                    failed,
-                    launched,
-                    self.max_failure_rate,
-                )
-                break
+                counts[self._tell(tell_study, storage, trial, ret, direction)] += 1
 
-        self._report(storage, counts, direction)
+    def _run_pipelined(
+        self,
+        n_trials: int,
+        width: int,
+        ask: Callable[[], optuna.trial.Trial],
+        fixed: dict[str, str],
+        storage: Any,
+        direction: str,
+        counts: Counter[str],
+    ) -> None:
+        """Keep `width` trials running: a new one starts as soon as any ends, so no worker
+        idles until the slowest trial of a batch is done. Each trial is a one-job launch made
+        from a thread of its own; asking and telling stay in this thread."""
+        finished: queue.Queue[tuple[optuna.trial.Trial, JobReturn | BaseException]] = queue.Queue()
+        running: dict[int, optuna.trial.Trial] = {}
+        started, launched, stopping = time.monotonic(), 0, False
+        try:
+            while True:
+                while not stopping and launched < n_trials and len(running) < width:
+                    if self._stop_launching(started, counts):
+                        stopping = True
+                        break
+                    trial = ask()
+                    running[trial.number] = trial
+                    threading.Thread(
+                        target=self._launch_one,
+                        args=(trial, self._overrides(trial, fixed), self.job_idx, finished),
+                        name=f"trial-{trial.number}",
+                        daemon=True,  # never keeps a stopped sweep alive
+                    ).start()
+                    self.job_idx += 1
+                    launched += 1
+                if not running:
+                    break
+                trial, result = finished.get()
+                del running[trial.number]
+                if isinstance(result, BaseException):
+                    # E.g. the OS killed the worker (out of memory): this trial failed, the
+                    # sweep goes on and the launcher starts a fresh worker.
+                    reason = f"the launcher failed: {type(result).__name__}: {result}"
+                    status = self._finish_unreturned(
+                        storage, trial._trial_id, trial.number, reason.splitlines()[0][:500]
+                    )
+                else:
+                    status = self._tell(
+                        self._load_study(storage), storage, trial, result, direction
+                    )
+                counts[status] += 1
+        except BaseException as e:
+            reason = f"sweep stopped during the trial ({type(e).__name__})"
+            for t in running.values():
+                self._finish_unreturned(storage, t._trial_id, t.number, reason)
+            raise
+
+    def _launch_one(
+        self,
+        trial: optuna.trial.Trial,
+        overrides: list[str],
+        job_idx: int,
+        finished: queue.Queue[tuple[optuna.trial.Trial, JobReturn | BaseException]],
+    ) -> None:
+        try:
+            [ret] = self.launcher.launch([overrides], initial_job_idx=job_idx)
+            finished.put((trial, ret))
+        except BaseException as e:
+            finished.put((trial, e))
 
     def _overrides(self, trial: optuna.trial.Trial, fixed: dict[str, str]) -> list[str]:
         values = {name: f"{name}={value}" for name, value in trial.params.items()}
@@ -530,19 +625,19 @@ class RnnlabOptunaSweeperImpl:
                 f"sweep process {owner.get('pid')} died during the trial",
             )
 
-    def _finish_unreturned(self, storage: Any, trial_id: int, number: int, reason: str) -> None:
+    def _finish_unreturned(self, storage: Any, trial_id: int, number: int, reason: str) -> str:
         """Record a trial whose job never returned: from its summary.json if the run got as
         far as writing one, else as interrupted (and say so in the run dir)."""
         try:
             frozen = storage.get_trial(trial_id)
             if frozen.state.is_finished():
-                return
+                return _status_of(frozen)
             run_dir = frozen.user_attrs.get("run_dir")
             summary = _read_summary(run_dir)
             if summary is None or summary.get("status") not in STATUSES:
                 summary = _mark_interrupted(run_dir, reason)
             study = self._load_study(storage)
-            self._record(
+            return self._record(
                 study,
                 storage,
                 trial_id,
@@ -556,6 +651,7 @@ class RnnlabOptunaSweeperImpl:
             log.error(
                 "could not record trial %d: %s", number, sweeps.mask_url(f"{type(e).__name__}: {e}")
             )
+            return "failed"
 
     # ---------------------------------------------------------------- results
 

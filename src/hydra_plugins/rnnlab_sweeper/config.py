@@ -73,7 +73,12 @@ class RnnlabOptunaSweeperConf:
     n_trials: int = 20
     # Trials launched at once; null: as many as the launcher runs in parallel.
     n_jobs: int | None = None
-    # Seconds after which no new batch of trials starts; null: no limit.
+    # With a launcher that runs jobs in processes of their own (joblib, submitit): start a
+    # trial as soon as one ends (true), or launch n_jobs at a time and wait for the whole
+    # batch (false: Hydra's way; slower, but which trials the sampler has seen when it
+    # suggests the next ones no longer depends on which trial finished first).
+    pipeline: bool = True
+    # Seconds after which no new trial starts; null: no limit.
     timeout: float | None = None
     # Stop the sweep when more than this fraction of its trials failed (1.0: never).
     max_failure_rate: float = 1.0
