@@ -293,15 +293,17 @@ def test_pruning_prunes_a_hopeless_trial(tmp_path: Path, data_dir: Path) -> None
 
 
 def test_joblib_and_a_second_sweep_process_share_one_study(tmp_path: Path, data_dir: Path) -> None:
-    """Sweep A runs 2 trials at once with joblib; sweep B, started at the same time, joins the
-    same study: 4 trials in all, each run once."""
+    """Sweep A runs 3 trials, 2 at a time, with joblib; sweep B, started at the same time, joins
+    the same study with 1 trial: 4 trials in all, each run once."""
     common = [
         "hydra.sweeper.study_name=c",
         "hydra.sweeper.resume=true",
-        "hydra.sweeper.n_trials=2",
         "optimizer.lr=tag(log,interval(1e-3,1e-2))",
     ]
-    extra = [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], []]
+    extra = [
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_trials=3"],
+        ["hydra.sweeper.n_trials=1"],
+    ]
     procs = [
         subprocess.Popen(
             _cmd(tmp_path, data_dir, *common, *extra[i], f"hydra.sweep.dir={tmp_path}/sweep{i}"),
@@ -321,12 +323,19 @@ def test_joblib_and_a_second_sweep_process_share_one_study(tmp_path: Path, data_
     assert all(t.state == TrialState.COMPLETE for t in trials)
     run_dirs = {t.user_attrs["run_dir"] for t in trials}
     assert len(run_dirs) == 4
-    assert sorted(Path(d).parent.name for d in run_dirs) == ["sweep0"] * 2 + ["sweep1"] * 2
+    assert sorted(Path(d).parent.name for d in run_dirs) == ["sweep0"] * 3 + ["sweep1"]
 
-    joblib_trials = [t for t in trials if Path(t.user_attrs["run_dir"]).parent.name == "sweep0"]
+    joblib_trials = sorted(
+        (t for t in trials if Path(t.user_attrs["run_dir"]).parent.name == "sweep0"),
+        key=lambda t: t.datetime_start,
+    )
     assert len({t.user_attrs["job"]["pid"] for t in joblib_trials}) == 2
-    a, b = (summary(t.user_attrs["run_dir"]) for t in joblib_trials)
+    a, b = (summary(t.user_attrs["run_dir"]) for t in joblib_trials[:2])
     assert a["started_at"] <= b["finished_at"] and b["started_at"] <= a["finished_at"]
+    # Pipelined: the third trial starts as soon as one of the first two has ended, not after
+    # both (a batch launcher would wait for the slower one).
+    first, second, third = joblib_trials
+    assert third.datetime_start < max(first.datetime_complete, second.datetime_complete)
     # Two workers on this machine's cores: the threads are split between them.
     expected = max(1, len(os.sched_getaffinity(0)) // 2)
     assert a["torch_threads"] == b["torch_threads"] == expected
