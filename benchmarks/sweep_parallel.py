@@ -1,16 +1,25 @@
 """Trials per hour of a sweep with 1 worker vs 2 joblib workers (issue 3, section 4).
 
-    .venv/bin/python benchmarks/sweep_parallel.py [--trials 8] [--epochs 2]
+    .venv/bin/python benchmarks/sweep_parallel.py [--rounds 3] [--trials 16] [--epochs 3]
 
-Both sweeps run the same short trials (fixed RNN config, MNIST sample, same seed); with two
-workers the sweeper gives each trial cpu_count // 2 torch threads. Throughput is measured
-from the study itself: trials / (last trial finished - first trial started), so Python and
-worker start-up is left out; the whole command's wall time is printed as well.
+Both sweeps run the same short trials (fixed GRU config, MNIST sample, seeds drawn by a
+seeded random sampler); with two workers the sweeper gives each trial cpu_count // 2 torch
+threads and starts a trial as soon as one ends. Each round runs the 1-worker and the 2-worker
+sweep back to back (the order alternates between rounds, this machine's speed drifts);
+medians over rounds are printed.
+
+Throughput comes from the study itself, two ways:
+  sweep   trials / (last trial finished - first trial asked): everything a user waits for
+          once the sweep has started, including each worker's first trial, which pays for
+          importing torch and optuna in a fresh process;
+  steady  trials finished after every worker's first one / the time they took: what a long
+          sweep gets per hour once its workers are warm.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,16 +31,14 @@ import optuna
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(out: Path, data_dir: Path, n_jobs: int, args: argparse.Namespace) -> dict:
-    name = f"parallel{n_jobs}"
+def run(out: Path, data_dir: Path, workers: int, name: str, args: argparse.Namespace) -> dict:
     cmd = [
         sys.executable,
         str(REPO / "train.py"),
         "-m",
         "hydra/sweeper=rnnlab_optuna",
         "hydra/launcher=joblib",
-        f"hydra.launcher.n_jobs={n_jobs}",
-        f"hydra.sweeper.n_jobs={n_jobs * args.batch_factor}",
+        f"hydra.launcher.n_jobs={workers}",
         f"hydra.sweeper.study_name={name}",
         f"hydra.sweeper.n_trials={args.trials}",
         "hydra/sweeper/sampler=random",
@@ -52,47 +59,57 @@ def run(out: Path, data_dir: Path, n_jobs: int, args: argparse.Namespace) -> dic
     subprocess.run(cmd, cwd=out, check=True, capture_output=True)
     wall = time.perf_counter() - t0
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{out}/optuna/{name}.db")
-    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
-    span = (
-        max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
-    ).total_seconds()
-    mean = sum(t.user_attrs.get("duration_s") or 0 for t in done) / max(1, len(done))
+    trials = study.get_trials()
+    if len(trials) != args.trials or any(t.state.name != "COMPLETE" for t in trials):
+        raise SystemExit(f"sweep {name}: not all {args.trials} trials completed")
+    start = min(t.datetime_start for t in trials)
+    done = sorted((t.datetime_complete - start).total_seconds() for t in trials)
+    warm_from = done[workers - 1]  # every worker has finished its first trial
     return {
-        "workers": n_jobs,
-        "mean_trial_s": mean,
-        "trials": len(done),
-        "span_s": span,
+        "workers": workers,
         "wall_s": wall,
-        "trials_per_hour": 3600 * len(done) / span,
+        "span_s": done[-1],
+        "mean_trial_s": statistics.mean(t.user_attrs["duration_s"] for t in trials),
+        "sweep": 3600 * len(done) / done[-1],
+        "steady": 3600 * (len(done) - workers) / (done[-1] - warm_from),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=16)
+    # Trials of ~5 s: short, so that per-trial overhead shows, as it does in a real search.
     parser.add_argument("--epochs", type=int, default=3)
-    # Trials launched per batch = workers x this; >1 lets joblib refill a worker that is done
-    # instead of waiting for the batch's slowest trial.
-    parser.add_argument("--batch-factor", type=int, default=1)
-    # Trials of ~10 s: long enough that training, not per-trial bookkeeping, dominates.
     parser.add_argument("--cell", default="gru", choices=["rnn", "lstm", "gru"])
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
+    if args.trials < 3:
+        parser.error("--trials must be at least 3")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ratios: dict[str, list[float]] = {"sweep": [], "steady": []}
     with tempfile.TemporaryDirectory() as tmp:
         out, data_dir = Path(tmp) / "out", Path(tmp) / "data"
         out.mkdir()
-        rows = [run(out, data_dir, n, args) for n in (1, 2)]
-    for r in rows:
+        for r in range(args.rounds):
+            order = (1, 2) if r % 2 == 0 else (2, 1)
+            rows = {w: run(out, data_dir, w, f"r{r}w{w}", args) for w in order}
+            for w in order:
+                row = rows[w]
+                print(
+                    f"round {r + 1}, {w} worker(s): {args.trials} trials in {row['span_s']:.1f} s "
+                    f"(command {row['wall_s']:.1f} s, {row['mean_trial_s']:.1f} s per trial): "
+                    f"sweep {row['sweep']:.0f} trials/hour, steady {row['steady']:.0f}",
+                    flush=True,
+                )
+            for kind in ratios:
+                ratios[kind].append(rows[2][kind] / rows[1][kind])
+    for kind, values in ratios.items():
         print(
-            f"{r['workers']} worker(s): {r['trials']} trials in {r['span_s']:.1f} s "
-            f"(command {r['wall_s']:.1f} s, {r['mean_trial_s']:.1f} s per trial) = "
-            f"{r['trials_per_hour']:.0f} trials/hour"
+            f"2 workers / 1 worker, {kind:6}: median {statistics.median(values):.2f}x "
+            f"(rounds: {', '.join(f'{v:.2f}x' for v in values)})"
         )
-    print(
-        f"speed-up with 2 workers: {rows[1]['trials_per_hour'] / rows[0]['trials_per_hour']:.2f}x"
-    )
 
 
 if __name__ == "__main__":

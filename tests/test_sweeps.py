@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -261,6 +262,45 @@ def test_sweep_failures_resume_and_sigkill(tmp_path: Path, data_dir: Path) -> No
     assert summary(run_dir)["status"] == "interrupted"
     assert summary(run_dir)["epochs_completed"] >= 1
     assert trials_after[5].state == TrialState.COMPLETE
+
+
+def test_trial_abandoned_on_another_host_fails_once_its_heartbeat_stops(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Trials left RUNNING by a sweep on another host: the one whose heartbeat stopped long ago
+    is recorded as interrupted on resume, the one still beating is left alone."""
+    url = f"sqlite:///{tmp_path}/optuna/h.db"
+    storage = sweeps.open_storage(url)
+    s = optuna.create_study(study_name="h", storage=storage, direction="maximize")
+    elsewhere = {"host": "node-that-is-not-this-one", "pid": 4242, "start": "1"}
+    abandoned, alive = s.ask(), s.ask()
+    for t in (abandoned, alive):
+        t.set_user_attr("owner", elsewhere)
+        storage.record_heartbeat(t._trial_id)
+    with sqlite3.connect(f"{tmp_path}/optuna/h.db") as db:
+        db.execute(
+            "UPDATE trial_heartbeats SET heartbeat = datetime('now', ?) WHERE trial_id = ?",
+            (f"-{sweeps.STALE_AFTER_S + 60} seconds", abandoned._trial_id),
+        )
+
+    sweep(
+        tmp_path,
+        data_dir,
+        "hydra.sweeper.study_name=h",
+        "hydra.sweeper.resume=true",
+        "hydra.sweeper.n_trials=1",
+    )
+    trials = by_number(study(tmp_path, "h"))
+    assert trials[0].state == TrialState.FAIL
+    assert trials[0].user_attrs["status"] == "interrupted"
+    assert "no heartbeat" in trials[0].user_attrs["reason"]
+    assert trials[1].state == TrialState.RUNNING
+    assert trials[2].state == TrialState.COMPLETE
+    with sqlite3.connect(f"{tmp_path}/optuna/h.db") as db:
+        beats = db.execute(
+            "SELECT count(*) FROM trial_heartbeats WHERE trial_id = ?", (trials[2]._trial_id,)
+        ).fetchone()[0]
+    assert beats == 1  # the sweep and its job kept its heartbeat while it ran
 
 
 def test_pruning_prunes_a_hopeless_trial(tmp_path: Path, data_dir: Path) -> None:

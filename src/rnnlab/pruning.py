@@ -50,6 +50,9 @@ class OptunaTrialReporter(TrialReporter):
         run_dir = _run_dir()
         if run_dir is not None:
             self._trial.set_user_attr("run_dir", run_dir)
+        # Beats while the job trains, so a sweep on another host can tell it is still alive.
+        self._heartbeat = sweeps.Heartbeat(storage)
+        self._heartbeat.add(trial_id)
         self._broken = False
 
     def should_prune(self, epoch: int, value: float) -> bool:
@@ -69,6 +72,7 @@ class OptunaTrialReporter(TrialReporter):
             return False
 
     def close(self) -> None:
+        self._heartbeat.stop()
         with contextlib.suppress(Exception):
             self._storage.remove_session()
 

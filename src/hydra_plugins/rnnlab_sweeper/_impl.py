@@ -320,6 +320,9 @@ class RnnlabOptunaSweeperImpl:
         grid = {k: _grid_choices(k, d) for k, d in space.items()} if is_grid else None
 
         storage = self._open_storage()
+        # Beats for this sweep's unfinished trials: cooperating sweeps on other hosts can tell
+        # they are not abandoned.
+        self._heartbeat = sweeps.Heartbeat(storage)
         study = self._create_study(storage, direction)
         _check_compatible(study, space)
         self._recover_stale_trials(storage, study)
@@ -368,12 +371,16 @@ class RnnlabOptunaSweeperImpl:
                     self.config, trial
                 )
             trial.set_user_attr("owner", sweeps.process_identity())
+            self._heartbeat.add(trial._trial_id)
             trial.set_user_attr("pruner", pruner_spec)
             trial.set_user_attr("sweep_dir", str(self.sweep_dir))
             return trial
 
         run = self._run_pipelined if self._pipelined(width) else self._run_batches
-        run(n_trials, width, ask, fixed, storage, direction, counts)
+        try:
+            run(n_trials, width, ask, fixed, storage, direction, counts)
+        finally:
+            self._heartbeat.stop()
         self._report(storage, counts, direction)
 
     def _pipelined(self, width: int) -> bool:
@@ -607,23 +614,16 @@ class RnnlabOptunaSweeperImpl:
 
     def _recover_stale_trials(self, storage: Any, study: optuna.Study) -> None:
         """Settle trials left RUNNING by a sweep process that died (e.g. SIGKILL)."""
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner = t.user_attrs.get("owner")
-            if sweeps.process_alive(owner) is not False:
-                continue  # a live sweep (maybe a cooperating one) or another host's
-            if sweeps.process_alive(t.user_attrs.get("job")):
-                continue  # its worker is still finishing; the next resume will see it
-            log.warning(
-                "trial %d was left running by sweep process %s, which is gone",
-                t.number,
-                owner.get("pid"),
-            )
-            self._finish_unreturned(
-                storage,
-                t._trial_id,
-                t.number,
-                f"sweep process {owner.get('pid')} died during the trial",
-            )
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            return
+        stale = sweeps.stale_trial_ids(storage, study._study_id)
+        for t in running:
+            reason = _abandoned(t, t._trial_id in stale)
+            if reason is None:
+                continue
+            log.warning("trial %d was left running: %s", t.number, reason)
+            self._finish_unreturned(storage, t._trial_id, t.number, reason)
 
     def _finish_unreturned(self, storage: Any, trial_id: int, number: int, reason: str) -> str:
         """Record a trial whose job never returned: from its summary.json if the run got as
@@ -701,6 +701,7 @@ class RnnlabOptunaSweeperImpl:
         value: Any,
         direction: str,
     ) -> str:
+        self._heartbeat.discard(trial_id)
         status = summary.get("status") if summary.get("status") in STATUSES else "failed"
         reason = summary.get("reason")
         reason = sweeps.mask_url(str(reason)) if reason else None
@@ -856,6 +857,26 @@ def _check_compatible(study: optuna.Study, space: dict[str, BaseDistribution]) -
                     f"{_describe(earlier[name])} of this study's earlier trials ({e}); keep "
                     "it or start a new study with hydra.sweeper.study_name=<new name>"
                 ) from None
+
+
+def _abandoned(t: optuna.trial.FrozenTrial, stale: bool) -> str | None:
+    """Why trial `t`, found RUNNING, has no live process behind it; None if it may still run.
+
+    On this host the sweep process (owner) and the job are checked directly; a process on
+    another host (a cooperating sweep, a Slurm job) only through the trial's heartbeat.
+    """
+    owner, job = t.user_attrs.get("owner") or {}, t.user_attrs.get("job")
+    owner_alive, job_alive = sweeps.process_alive(owner), sweeps.process_alive(job)
+    if owner_alive or job_alive:
+        return None  # a live sweep (maybe a cooperating one), or its worker still finishing
+    if owner_alive is None or (job is not None and job_alive is None):
+        if not stale:
+            return None
+        return (
+            f"no heartbeat for over {sweeps.STALE_AFTER_S} s from sweep process "
+            f"{owner.get('pid')} on {owner.get('host')} or its job"
+        )
+    return f"sweep process {owner.get('pid')} died during the trial"
 
 
 def _status_of(t: optuna.trial.FrozenTrial) -> str:
