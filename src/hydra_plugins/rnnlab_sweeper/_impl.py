@@ -422,8 +422,16 @@ class RnnlabOptunaSweeperImpl:
             overrides = [self._overrides(t, fixed) for t in trials]
             try:
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            except Exception as e:
+                # E.g. the OS killed a worker (out of memory): the batch failed, the sweep goes on.
+                reason = _launcher_failed(e)
+                for t in trials:
+                    counts[self._finish_unreturned(storage, t._trial_id, t.number, reason)] += 1
+                self.job_idx += len(trials)
+                launched += len(trials)
+                continue
             except BaseException as e:
-                # Ctrl-C, SIGTERM or a launcher crash: record the batch before leaving.
+                # Ctrl-C or SIGTERM: record the batch before leaving.
                 reason = f"sweep stopped during the trial ({type(e).__name__})"
                 for t in trials:
                     self._finish_unreturned(storage, t._trial_id, t.number, reason)
@@ -471,11 +479,10 @@ class RnnlabOptunaSweeperImpl:
                 trial, result = finished.get()
                 del running[trial.number]
                 if isinstance(result, BaseException):
-                    # E.g. the OS killed the worker (out of memory): this trial failed, the
-                    # sweep goes on and the launcher starts a fresh worker.
-                    reason = f"the launcher failed: {type(result).__name__}: {result}"
+                    # E.g. the OS killed the worker (out of memory): this trial failed (joblib
+                    # then stops the other workers too), the sweep goes on with fresh ones.
                     status = self._finish_unreturned(
-                        storage, trial._trial_id, trial.number, reason.splitlines()[0][:500]
+                        storage, trial._trial_id, trial.number, _launcher_failed(result)
                     )
                 else:
                     status = self._tell(
@@ -857,6 +864,10 @@ def _check_compatible(study: optuna.Study, space: dict[str, BaseDistribution]) -
                     f"{_describe(earlier[name])} of this study's earlier trials ({e}); keep "
                     "it or start a new study with hydra.sweeper.study_name=<new name>"
                 ) from None
+
+
+def _launcher_failed(error: BaseException) -> str:
+    return f"the launcher failed: {type(error).__name__}: {error}".splitlines()[0][:500]
 
 
 def _abandoned(t: optuna.trial.FrozenTrial, stale: bool) -> str | None:
