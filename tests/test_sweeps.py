@@ -303,6 +303,41 @@ def test_trial_abandoned_on_another_host_fails_once_its_heartbeat_stops(
     assert beats == 1  # the sweep and its job kept its heartbeat while it ran
 
 
+def test_custom_search_space_adds_conditional_parameters(tmp_path: Path, data_dir: Path) -> None:
+    """hydra.sweeper.custom_search_space=<module.function> suggests more parameters, here a
+    group choice and a parameter that only exists for one of its options."""
+    (tmp_path / "my_space.py").write_text(
+        "def space(cfg, trial):\n"
+        "    if trial.suggest_categorical('model', ['rnn', 'gru']) == 'gru':\n"
+        "        trial.suggest_float('optimizer.weight_decay', 1e-6, 1e-2, log=True)\n"
+    )
+    proc = subprocess.run(
+        _cmd(
+            tmp_path,
+            data_dir,
+            "hydra.sweeper.study_name=custom",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.sampler.seed=1",
+            "hydra.sweeper.custom_search_space=my_space.space",
+        ),
+        cwd=tmp_path,
+        env={**_env(), "PYTHONPATH": str(tmp_path)},
+        text=True,
+        capture_output=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = study(tmp_path, "custom").get_trials()
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert {t.params["model"] for t in trials} == {"rnn", "gru"}  # both branches (seed 1)
+    for t in trials:
+        config = yaml.safe_load((Path(t.user_attrs["run_dir"]) / ".hydra/config.yaml").read_text())
+        assert config["model"]["cell"] == t.params["model"]
+        decay = t.params.get("optimizer.weight_decay")
+        assert (decay is not None) == (t.params["model"] == "gru")
+        assert config["optimizer"]["weight_decay"] == (decay or 0.0)
+
+
 def test_pruning_prunes_a_hopeless_trial(tmp_path: Path, data_dir: Path) -> None:
     # Every trial starts from the same weights (seed 0); lr=1e-9 never moves from them, so
     # once a trial with lr=0.01 has completed, the lr=1e-9 trials fall below its median.
