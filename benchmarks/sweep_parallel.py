@@ -8,6 +8,10 @@ threads and starts a trial as soon as one ends. Each round runs the 1-worker and
 sweep back to back (the order alternates between rounds, this machine's speed drifts);
 medians over rounds are printed.
 
+Each round also runs the trials' bare training loop (no Hydra, no Optuna, no files) once in
+one process with 2 threads and twice side by side with 1 thread each: the machine's own
+2-process scaling, the ceiling for the sweeps' ratio.
+
 Throughput comes from the study itself, two ways:
   sweep   trials / (last trial finished - first trial asked): everything a user waits for
           once the sweep has started, including each worker's first trial, which pays for
@@ -75,6 +79,47 @@ def run(out: Path, data_dir: Path, workers: int, name: str, args: argparse.Names
     }
 
 
+BARE_LOOP = """
+import sys, time, torch
+threads, hidden, batch, epochs = map(int, sys.argv[1:])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+rnn, head = torch.nn.GRU(28, hidden, batch_first=True), torch.nn.Linear(hidden, 10)
+opt = torch.optim.Adam([*rnn.parameters(), *head.parameters()], lr=3e-3)
+x, y = torch.randn(3500, 28, 28), torch.randint(0, 10, (3500,))
+def epoch():
+    for i in range(0, len(y), batch):
+        out, _ = rnn(x[i : i + batch])
+        loss = torch.nn.functional.cross_entropy(head(out[:, -1]), y[i : i + batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+epoch()
+t0 = time.perf_counter()
+for _ in range(epochs):
+    epoch()
+print(epochs * len(y) / (time.perf_counter() - t0))
+"""
+
+
+def bare_loop_scaling(args: argparse.Namespace) -> float:
+    """Samples/s of 2 single-thread copies side by side / 1 copy with 2 threads."""
+
+    def start(threads: int) -> subprocess.Popen:
+        argv = [str(threads), str(args.hidden_size), str(args.batch_size), str(args.epochs)]
+        return subprocess.Popen(
+            [sys.executable, "-c", BARE_LOOP, *argv], stdout=subprocess.PIPE, text=True
+        )
+
+    def rate(proc: subprocess.Popen) -> float:
+        out, _ = proc.communicate()
+        return float(out)
+
+    one = rate(start(2))
+    pair = [start(1), start(1)]
+    return sum(rate(p) for p in pair) / one
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -88,7 +133,7 @@ def main() -> None:
     if args.trials < 3:
         parser.error("--trials must be at least 3")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ratios: dict[str, list[float]] = {"sweep": [], "steady": []}
+    ratios: dict[str, list[float]] = {"sweep": [], "steady": [], "bare loop": []}
     with tempfile.TemporaryDirectory() as tmp:
         out, data_dir = Path(tmp) / "out", Path(tmp) / "data"
         out.mkdir()
@@ -103,11 +148,13 @@ def main() -> None:
                     f"sweep {row['sweep']:.0f} trials/hour, steady {row['steady']:.0f}",
                     flush=True,
                 )
-            for kind in ratios:
+            for kind in ("sweep", "steady"):
                 ratios[kind].append(rows[2][kind] / rows[1][kind])
+            ratios["bare loop"].append(bare_loop_scaling(args))
+            print(f"round {r + 1}, bare training loop: {ratios['bare loop'][-1]:.2f}x", flush=True)
     for kind, values in ratios.items():
         print(
-            f"2 workers / 1 worker, {kind:6}: median {statistics.median(values):.2f}x "
+            f"2 workers / 1 worker, {kind:9}: median {statistics.median(values):.2f}x "
             f"(rounds: {', '.join(f'{v:.2f}x' for v in values)})"
         )
 
