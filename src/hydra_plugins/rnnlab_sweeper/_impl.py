@@ -3,10 +3,10 @@
 Per trial: ask the study, launch a Hydra job with the trial's parameters and a `trial={...}`
 override (so the job can report per epoch and be pruned), then read the job's summary.json
 and tell the study what happened. With a launcher that runs jobs in processes of their own,
-a new trial starts whenever one ends; otherwise trials go in batches, as Hydra's do. Failed, diverged, pruned and interrupted
-trials are recorded with their reason and the sweep goes on; nothing non-finite ever reaches
-Optuna. At the end: counts by status, the best trial, optimization_results.yaml and
-trials.csv in the sweep dir.
+a new trial starts whenever one ends; otherwise trials go in batches, as Hydra's do. Failed,
+diverged, pruned and interrupted trials are recorded with their reason and the sweep goes
+on; nothing non-finite ever reaches Optuna. At the end: counts by status, the best trial,
+optimization_results.yaml and trials.csv in the sweep dir.
 """
 
 from __future__ import annotations
