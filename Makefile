@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install train test lint format bench clean
+.PHONY: install train test test-fast lint format bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ train: install
 
 test: install
 	$(PY) -m pytest -q $(ARGS)
+
+# The inner loop: everything but the tests marked slow (real CLI runs, sweeps, servers).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

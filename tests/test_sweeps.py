@@ -31,7 +31,8 @@ from hydra_plugins.rnnlab_sweeper._impl import (
     SweepConfigError,
     distribution_from_override,
 )
-from rnnlab import sweeps
+from rnnlab import secrets
+from rnnlab.storage import STALE_AFTER_S, open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 # 500 digits to train on: validation 400, test 4,100 (evaluation is cheap, training is not).
@@ -70,7 +71,7 @@ def _cmd(out: Path, data_dir: Path, *args: str) -> list[str]:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop(sweeps.STORAGE_ENV, None)
+    env.pop(secrets.STORAGE_ENV, None)
     return env
 
 
@@ -129,12 +130,12 @@ def test_search_space_semantics() -> None:
 
 def test_mask_url() -> None:
     url = "postgresql+psycopg2://user:p%40ss:w@db.example:5432/x"
-    assert sweeps.mask_url(url) == "postgresql+psycopg2://user:***@db.example:5432/x"
+    assert secrets.mask_url(url) == "postgresql+psycopg2://user:***@db.example:5432/x"
     assert (
-        sweeps.mask_url(f"log line {url} end")
+        secrets.mask_url(f"log line {url} end")
         == "log line postgresql+psycopg2://user:***@db.example:5432/x end"
     )
-    assert sweeps.mask_url("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+    assert secrets.mask_url("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
 
 
 @pytest.mark.parametrize(
@@ -217,7 +218,7 @@ def test_sweep_failures_resume_and_sigkill(tmp_path: Path, data_dir: Path) -> No
     )
     sweeper.masked_storage = url = f"sqlite:///{tmp_path}/optuna/s.db"
     with pytest.raises(SweepConfigError, match=r"has 4 trials; add hydra.sweeper.resume=true"):
-        sweeper._create_study(sweeps.open_storage(url), "maximize")
+        sweeper._create_study(open_storage(url), "maximize")
 
     # Resume, and SIGKILL the sweep in the middle of its trial.
     resume = [
@@ -270,7 +271,7 @@ def test_trial_abandoned_on_another_host_fails_once_its_heartbeat_stops(
     """Trials left RUNNING by a sweep on another host: the one whose heartbeat stopped long ago
     is recorded as interrupted on resume, the one still beating is left alone."""
     url = f"sqlite:///{tmp_path}/optuna/h.db"
-    storage = sweeps.open_storage(url)
+    storage = open_storage(url)
     s = optuna.create_study(study_name="h", storage=storage, direction="maximize")
     elsewhere = {"host": "node-that-is-not-this-one", "pid": 4242, "start": "1"}
     abandoned, alive = s.ask(), s.ask()
@@ -280,7 +281,7 @@ def test_trial_abandoned_on_another_host_fails_once_its_heartbeat_stops(
     with sqlite3.connect(f"{tmp_path}/optuna/h.db") as db:
         db.execute(
             "UPDATE trial_heartbeats SET heartbeat = datetime('now', ?) WHERE trial_id = ?",
-            (f"-{sweeps.STALE_AFTER_S + 60} seconds", abandoned._trial_id),
+            (f"-{STALE_AFTER_S + 60} seconds", abandoned._trial_id),
         )
 
     sweep(

@@ -249,7 +249,7 @@ def _summary_problem(summary: dict[str, Any]) -> str | None:
         return f"interrupted ({summary.get('reason') or 'no reason given'}); resume it"
     if status == "running":
         return "still running"
-    if status not in runs.STATUSES:
+    if status not in runs.FINAL_STATUSES:
         return f"unknown status {status!r}"
     return None
 

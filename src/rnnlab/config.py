@@ -13,9 +13,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.errors import ConfigError
+from rnnlab.runs import OPTIMIZED_METRICS
 
 # Kept free of torch imports so that a bad value is reported within a second.
-OPTIMIZED_METRICS = {"val/acc": "max", "val/loss": "min"}
 CELLS = ("rnn", "lstm", "gru")
 MNIST_TRAIN_SIZE = 60_000
 SAMPLE_SIZE = 5_000

@@ -16,7 +16,8 @@ import logging
 import math
 from typing import Any
 
-from rnnlab import sweeps
+from rnnlab import secrets, sweeps
+from rnnlab.storage import Heartbeat, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class OptunaTrialReporter(TrialReporter):
     def __init__(self, study_name: str, trial_id: int, storage_url: str) -> None:
         import optuna
 
-        storage = sweeps.open_storage(storage_url)
+        storage = open_storage(storage_url)
         self._storage = storage
         self._trial_id = trial_id
         attrs = storage.get_trial(trial_id).user_attrs
@@ -51,7 +52,7 @@ class OptunaTrialReporter(TrialReporter):
         if run_dir is not None:
             self._trial.set_user_attr("run_dir", run_dir)
         # Beats while the job trains, so a sweep on another host can tell it is still alive.
-        self._heartbeat = sweeps.Heartbeat(storage)
+        self._heartbeat = Heartbeat(storage)
         self._heartbeat.add(trial_id)
         self._broken = False
 
@@ -66,7 +67,7 @@ class OptunaTrialReporter(TrialReporter):
                 "could not report epoch %d to the Optuna study (%s); this run goes on "
                 "without pruning",
                 epoch,
-                sweeps.mask_url(f"{type(e).__name__}: {e}"),
+                secrets.mask_url(f"{type(e).__name__}: {e}"),
             )
             self._broken = True
             return False
@@ -82,19 +83,19 @@ def reporter_from_config(trial_cfg: Any) -> TrialReporter | None:
     if not trial_cfg:
         return None
     try:
-        url = sweeps.real_storage_url(str(trial_cfg["storage"]))
-        if sweeps.MASK in url:
+        url = secrets.real_storage_url(str(trial_cfg["storage"]))
+        if secrets.MASK in url:
             log.warning(
                 "trial.storage is masked and %s is not set in this process: the "
                 "trial cannot report to its study (no pruning)",
-                sweeps.STORAGE_ENV,
+                secrets.STORAGE_ENV,
             )
             return None
         return OptunaTrialReporter(str(trial_cfg["study_name"]), int(trial_cfg["trial_id"]), url)
     except Exception as e:
         log.warning(
             "cannot report to the Optuna study (%s); no pruning for this run",
-            sweeps.mask_url(f"{type(e).__name__}: {e}"),
+            secrets.mask_url(f"{type(e).__name__}: {e}"),
         )
         return None
 

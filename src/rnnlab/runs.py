@@ -19,11 +19,76 @@ import io
 import json
 import os
 import tempfile
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-STATUSES = ("completed", "diverged", "failed", "interrupted", "pruned")
+
+
+class Status(str, Enum):
+    """How a run ended (summary.json `status`); RUNNING only while it trains.
+
+    The members' order is the one every listing uses (counts, tables, trials.csv).
+    """
+
+    COMPLETED = "completed"
+    DIVERGED = "diverged"
+    PRUNED = "pruned"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    RUNNING = "running"
+
+    # Behave as the plain string everywhere: "completed", not "Status.COMPLETED", in messages,
+    # and the same dict/Counter key as "completed" read back from a JSON file.
+    __str__ = str.__str__
+    __hash__ = str.__hash__
+
+
+# The statuses a finished run can have (everything but RUNNING), in listing order.
+FINAL_STATUSES = tuple(s for s in Status if s is not Status.RUNNING)
+
+
+class Direction(str, Enum):
+    """Which way the objective improves (summary.json `objective_mode`: "max" / "min").
+
+    Optuna spells it "maximize" / "minimize" (or StudyDirection): convert with `.optuna`
+    and `Direction.from_optuna` at that boundary only.
+    """
+
+    MAX = "max"
+    MIN = "min"
+
+    __str__ = str.__str__
+    __hash__ = str.__hash__
+
+    @property
+    def optuna(self) -> str:
+        return "maximize" if self is Direction.MAX else "minimize"
+
+    @classmethod
+    def from_optuna(cls, value: Any) -> Direction:
+        """From "maximize"/"minimize" or an optuna StudyDirection (its name)."""
+        name = str(getattr(value, "name", value)).lower()
+        if name in ("maximize", "max"):
+            return cls.MAX
+        if name in ("minimize", "min"):
+            return cls.MIN
+        raise ValueError(f"not a direction: {value!r} (expected maximize or minimize)")
+
+    @property
+    def worst(self) -> float:
+        """The objective recorded for a run with no usable value (a diverged run), so a
+        sweep records a bad trial and goes on: 0.0 for an accuracy, 1e9 for a loss."""
+        return 0.0 if self is Direction.MAX else 1e9
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self is Direction.MAX else a < b
+
+
+# The metrics a run can optimise, with their direction.
+OPTIMIZED_METRICS = {"val/acc": Direction.MAX, "val/loss": Direction.MIN}
+
 METRIC_COLUMNS = (
     "epoch",
     "train_loss",
@@ -39,7 +104,19 @@ METRIC_COLUMNS = (
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.csv"
 CURVES_FILE = "curves.png"
+LOG_FILE = "train.log"
+HYDRA_DIR = ".hydra"
 CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+
+# The sweep folder (a multirun's hydra.sweep.dir): Hydra's multirun.yaml, the Optuna
+# sweeper's results and trials table, and the end-of-sweep comparison table.
+MULTIRUN_FILE = "multirun.yaml"
+OPTUNA_RESULTS_FILE = "optimization_results.yaml"
+TRIALS_FILE = "trials.csv"
+SWEEP_SUMMARY_FILE = "summary.md"
+SWEEP_FILES = (MULTIRUN_FILE, OPTUNA_RESULTS_FILE, TRIALS_FILE, SWEEP_SUMMARY_FILE)
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:

@@ -26,18 +26,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rnnlab import __version__, pruning, runs
-from rnnlab.config import OPTIMIZED_METRICS, validate
+from rnnlab.config import validate
 from rnnlab.data import Batches, load_splits
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.models import count_parameters
 from rnnlab.runs import atomic_torch_save
-from rnnlab.sweeps import mask_url
+from rnnlab.secrets import mask_url
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
-# Returned instead of a metric when a run diverges, so a sweep records a bad trial and goes on.
-WORST_OBJECTIVE = {"max": 0.0, "min": 1e9}
 # On resume these may differ from the checkpoint's config (where things are, how long to go
 # on, which device); everything that shapes the numbers is taken from the checkpoint.
 RESUME_OVERRIDABLE = (
@@ -73,7 +71,7 @@ def train(cfg: DictConfig) -> float:
     resume_state = None
     if cfg.get("resume"):
         cfg, resume_state = _load_resume(cfg, run_dir)
-    mode = OPTIMIZED_METRICS[cfg.optimized_metric]
+    mode = runs.OPTIMIZED_METRICS[cfg.optimized_metric]
     metric_key = cfg.optimized_metric.replace("/", "_")
 
     started = time.time()
@@ -187,7 +185,7 @@ def train(cfg: DictConfig) -> float:
                 )
                 if not math.isfinite(val_loss):
                     raise Diverged(f"validation loss is {val_loss} at epoch {epoch}")
-                improved = best is None or _better(row[metric_key], best[metric_key], mode)
+                improved = best is None or mode.better(row[metric_key], best[metric_key])
                 if improved:
                     best = row
                 runs.write_metrics(run_dir, history)
@@ -436,7 +434,7 @@ def _finish(run_dir: Path, cfg, summary, history, best, mode, metric_key, starte
             best_epoch=None, best_val_acc=None, best_val_loss=None, test_acc=None, test_loss=None
         )
     if status == "diverged" or best is None:
-        summary["objective"] = WORST_OBJECTIVE[mode]
+        summary["objective"] = mode.worst
     else:
         summary["objective"] = best[metric_key]
     speeds = [r["train_samples_per_s"] for r in history]
@@ -464,10 +462,6 @@ def _finish(run_dir: Path, cfg, summary, history, best, mode, metric_key, starte
         summary["test_acc"],
         run_dir,
     )
-
-
-def _better(a: float, b: float, mode: str) -> bool:
-    return a > b if mode == "max" else a < b
 
 
 def _resolve_device(name: str) -> torch.device:

@@ -52,7 +52,8 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from rnnlab import runs, sweeps
+from rnnlab import runs, secrets, sweeps
+from rnnlab.storage import STALE_AFTER_S, Heartbeat, open_storage, stale_trial_ids
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class SweepConfigError(CompactHydraException):
     """A mistake in the sweep's config: printed as one line, before any trial runs."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(f"rnnlab: error: {sweeps.mask_url(message)}")
+        super().__init__(f"rnnlab: error: {secrets.mask_url(message)}")
 
 
 # --------------------------------------------------------------------------- search space
@@ -265,10 +266,10 @@ class RnnlabOptunaSweeperImpl:
             )
         self.study_name = self.study_name or _search_name(config) or "rnnlab"
         self.storage_url = self.storage or _default_storage(config, self.study_name)
-        self.masked_storage = sweeps.mask_url(self.storage_url)
+        self.masked_storage = secrets.mask_url(self.storage_url)
         # Before the launcher exists: it keeps `config`, and every job's hydra.yaml is
         # recomposed from hydra.overrides.hydra, so both must hold the masked URL only.
-        os.environ[sweeps.STORAGE_ENV] = self.storage_url
+        os.environ[secrets.STORAGE_ENV] = self.storage_url
         with read_write(config), open_dict(config):
             config.hydra.sweeper.storage = self.masked_storage
             config.hydra.sweeper.study_name = self.study_name
@@ -285,7 +286,7 @@ class RnnlabOptunaSweeperImpl:
                 f"hydra.sweeper.study_name={_quote(self.study_name)}",
             ]
         # Runs record their command line (summary.json): keep the password out of it.
-        sys.argv[:] = [sweeps.mask_url(a) for a in sys.argv]
+        sys.argv[:] = [secrets.mask_url(a) for a in sys.argv]
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
@@ -323,7 +324,7 @@ class RnnlabOptunaSweeperImpl:
         storage = self._open_storage()
         # Beats for this sweep's unfinished trials: cooperating sweeps on other hosts can tell
         # they are not abandoned.
-        self._heartbeat = sweeps.Heartbeat(storage)
+        self._heartbeat = Heartbeat(storage)
         study = self._create_study(storage, direction)
         _check_compatible(study, space)
         self._recover_stale_trials(storage, study)
@@ -559,7 +560,7 @@ class RnnlabOptunaSweeperImpl:
     def _open_storage(self) -> Any:
         for attempt in range(6):
             try:
-                return sweeps.open_storage(self.storage_url)
+                return open_storage(self.storage_url)
             except Exception as e:
                 # Sweeps started together race to create the tables; the loser retries.
                 racing = any(
@@ -625,7 +626,7 @@ class RnnlabOptunaSweeperImpl:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running:
             return
-        stale = sweeps.stale_trial_ids(storage, study._study_id)
+        stale = stale_trial_ids(storage, study._study_id)
         for t in running:
             reason = _abandoned(t, t._trial_id in stale)
             if reason is None:
@@ -657,7 +658,9 @@ class RnnlabOptunaSweeperImpl:
             )
         except Exception as e:
             log.error(
-                "could not record trial %d: %s", number, sweeps.mask_url(f"{type(e).__name__}: {e}")
+                "could not record trial %d: %s",
+                number,
+                secrets.mask_url(f"{type(e).__name__}: {e}"),
             )
             return "failed"
 
@@ -694,7 +697,7 @@ class RnnlabOptunaSweeperImpl:
             log.error(
                 "could not record trial %d in the study: %s",
                 trial.number,
-                sweeps.mask_url(f"{type(e).__name__}: {e}"),
+                secrets.mask_url(f"{type(e).__name__}: {e}"),
             )
             return "failed"
 
@@ -712,7 +715,7 @@ class RnnlabOptunaSweeperImpl:
         self._heartbeat.discard(trial_id)
         status = summary.get("status") if summary.get("status") in STATUSES else "failed"
         reason = summary.get("reason")
-        reason = sweeps.mask_url(str(reason)) if reason else None
+        reason = secrets.mask_url(str(reason)) if reason else None
         objective = _finite(value)
         if objective is None:
             objective = _finite(summary.get("objective"))
@@ -885,7 +888,7 @@ def _abandoned(t: optuna.trial.FrozenTrial, stale: bool) -> str | None:
         if not stale:
             return None
         return (
-            f"no heartbeat for over {sweeps.STALE_AFTER_S} s from sweep process "
+            f"no heartbeat for over {STALE_AFTER_S} s from sweep process "
             f"{owner.get('pid')} on {owner.get('host')} or its job"
         )
     return f"sweep process {owner.get('pid')} died during the trial"
