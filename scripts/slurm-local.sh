@@ -9,7 +9,9 @@
 #
 # Everything (configs, state, spool, logs, the accounting database) lives in one folder,
 # $RNNLAB_SLURM_DIR (default /tmp/rnnlab-slurm): nothing under /etc is changed, so it cannot
-# disturb a real installation. Commands find the cluster through SLURM_CONF.
+# disturb a real installation. Commands find the cluster through SLURM_CONF. The daemons
+# listen on $RNNLAB_SLURM_PORT (slurmctld, default 6817), +1 (slurmd) and +2 (slurmdbd), so a
+# second cluster (a test's) can run beside one that is up already.
 #
 # Accounting is real: slurmdbd on a private MariaDB (unix socket only, no TCP port). submitit
 # asks `sacct` whether a job ended; without accounting a job cancelled or killed from outside
@@ -20,6 +22,7 @@ set -euo pipefail
 DIR=${RNNLAB_SLURM_DIR:-/tmp/rnnlab-slurm}
 ACCOUNTING=${RNNLAB_SLURM_ACCOUNTING:-1}
 PARTITION=${RNNLAB_SLURM_PARTITION:-debug}
+PORT=${RNNLAB_SLURM_PORT:-6817}
 CLUSTER=rnnlab
 HOST=$(hostname)
 SBIN=/usr/sbin
@@ -71,6 +74,8 @@ write_configs() {
 # Written by scripts/slurm-local.sh: a one-node cluster inside a container.
 ClusterName=$CLUSTER
 SlurmctldHost=$HOST
+SlurmctldPort=$PORT
+SlurmdPort=$((PORT + 1))
 SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
@@ -99,10 +104,12 @@ EOF
     cat >>"$DIR/slurm.conf" <<EOF
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=$HOST
+AccountingStoragePort=$((PORT + 2))
 EOF
     cat >"$DIR/slurmdbd.conf" <<EOF
 AuthType=auth/munge
 DbdHost=$HOST
+DbdPort=$((PORT + 2))
 SlurmUser=root
 PidFile=$DIR/run/slurmdbd.pid
 LogFile=$DIR/log/slurmdbd.log
@@ -139,12 +146,11 @@ start_mariadb() {
       --skip-test-db >"$DIR/log/mariadb-install.log" 2>&1 \
       || die "mariadb-install-db failed (see $DIR/log/mariadb-install.log)"
   fi
-  mkdir -p /run/mysqld
   # Unix socket only: the database is not reachable over the network.
-  setsid mariadbd --user=root --datadir="$db" --socket=/run/mysqld/mysqld.sock \
+  setsid mariadbd --user=root --datadir="$db" --socket="$MYSQL_UNIX_PORT" \
     --skip-networking --pid-file="$DIR/run/mariadb.pid" --log-error="$DIR/log/mariadb.log" \
     --innodb-buffer-pool-size=32M </dev/null >/dev/null 2>&1 &
-  wait_for 30 MariaDB mariadb --socket=/run/mysqld/mysqld.sock -e "select 1"
+  wait_for 30 MariaDB mariadb --socket="$MYSQL_UNIX_PORT" -e "select 1"
 }
 
 up() {
@@ -156,6 +162,8 @@ up() {
   fi
   write_configs
   export SLURM_CONF=$DIR/slurm.conf
+  # The MariaDB client library (slurmdbd's too) connects to "localhost" through this socket.
+  export MYSQL_UNIX_PORT=$DIR/run/mysqld.sock
   start_munge
   if [ "$ACCOUNTING" = 1 ]; then
     start_mariadb
