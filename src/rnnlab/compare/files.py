@@ -33,6 +33,10 @@ class Unreadable(Exception):
     """A file that is there but is not read (not a regular file, too big, an I/O error)."""
 
 
+class TooDeep(ValueError):
+    """JSON or YAML nested deeper than MAX_DEPTH: refused before anything recurses on it."""
+
+
 def _check(st: os.stat_result, limit: int) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = next((k for test, k in _KINDS if test(st.st_mode)), "not a regular file")
@@ -81,25 +85,26 @@ def read_text(path: str | os.PathLike[str], limit: int = MAX_BYTES) -> str:
 
 
 def load_json(data: bytes | str) -> Any:
-    """json.loads, with depth checked; ValueError for invalid or too deeply nested JSON.
+    """json.loads, with depth checked; ValueError for invalid JSON, TooDeep (a ValueError)
+    for JSON nested too deep.
 
     NaN and Infinity, which Python's json writes and reads, are accepted as floats.
     """
     try:
         doc = json.loads(data)
     except RecursionError:
-        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+        raise TooDeep(f"is nested deeper than {MAX_DEPTH} levels; refused") from None
     check_depth(doc)
     return doc
 
 
 def check_depth(doc: Any, limit: int = MAX_DEPTH) -> None:
-    """ValueError if lists/dicts in `doc` nest deeper than `limit` (iterative: no recursion)."""
+    """TooDeep if lists/dicts in `doc` nest deeper than `limit` (iterative: no recursion)."""
     stack = [(doc, 0)] if isinstance(doc, dict | list) else []
     while stack:
         node, depth = stack.pop()
         if depth > limit:
-            raise ValueError(f"nested deeper than {limit} levels")
+            raise TooDeep(f"is nested deeper than {limit} levels; refused")
         children = node.values() if isinstance(node, dict) else node
         stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
 
@@ -125,7 +130,7 @@ def as_choice(value: Any) -> str | None:
 def flatten(tree: dict[Any, Any]) -> dict[str, Any]:
     """{'a': {'b': 1}, 'c': [1]} -> {'a.b': 1, 'c': [1]}: dotted keys, plain values.
 
-    ValueError when nested deeper than MAX_DEPTH.
+    TooDeep when nested deeper than MAX_DEPTH.
     """
     check_depth(tree)
     out: dict[str, Any] = {}
@@ -146,7 +151,7 @@ def flatten(tree: dict[Any, Any]) -> dict[str, Any]:
 
 def one_line(e: BaseException) -> str:
     """An exception as one short line: 'Type: first line of its message'."""
-    if isinstance(e, Unreadable):
+    if isinstance(e, Unreadable | TooDeep):
         return str(e)
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:200] if text else ''}".rstrip(": ")

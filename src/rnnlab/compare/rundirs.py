@@ -17,6 +17,7 @@ from typing import Any
 from rnnlab import runs
 from rnnlab.compare.fields import ALIASES, CompareError
 from rnnlab.compare.files import (
+    TooDeep,
     Unreadable,
     as_choice,
     count_lines,
@@ -182,7 +183,7 @@ def read_run(path: Path) -> Run:
         )
         _read_v1(run)
         return run
-    except Unreadable as e:
+    except (Unreadable, TooDeep) as e:
         run.problem = f"summary.json {e}"
         return run
     except ValueError as e:
@@ -235,8 +236,8 @@ def _read_v2(run: Run) -> str | None:
         return "summary.json (schema_version 2) has no choices object"
     try:
         run.config = flatten(config)
-    except ValueError as e:
-        return f"summary.json config: {e}"
+    except TooDeep as e:
+        return f"summary.json config {e}"
     run.choices = {str(k): as_choice(v) for k, v in choices.items()}
     return None
 

@@ -307,8 +307,9 @@ def _group_rows(
             elif key not in AGGREGATED:
                 distinct = list(dict.fromkeys(str(v) for v in values))
                 row[key] = distinct[0] if len(distinct) == 1 else ", ".join(distinct)
-            else:
-                row[key], row[f"{key}_std"] = None, None
+            else:  # NaN: shown as n/a when some value was there but is no number
+                row[key] = math.nan if any(v is not None for v in values) else None
+                row[f"{key}_std"] = None
         row["run_dir"] = [str(m.path) for m in members]
         rows.append(row)
     return rows, list(groups.values())

@@ -23,6 +23,7 @@ import yaml
 from rnnlab import runs
 from rnnlab.compare.files import (
     MAX_DEPTH,
+    TooDeep,
     Unreadable,
     as_choice,
     flatten,
@@ -78,9 +79,9 @@ def _check_nodes(root: yaml.Node) -> None:
         node, depth = stack.pop()
         count += 1
         if count > MAX_NODES:
-            raise ValueError(f"more than {MAX_NODES:,} YAML nodes (alias bomb?); refused")
+            raise TooDeep(f"expands to more than {MAX_NODES:,} YAML nodes (alias bomb?); refused")
         if depth > MAX_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_DEPTH} levels; refused")
+            raise TooDeep(f"is nested deeper than {MAX_DEPTH} levels; refused")
         if isinstance(node, yaml.MappingNode):
             stack.extend((n, depth + 1) for pair in node.value for n in pair)
         elif isinstance(node, yaml.SequenceNode):
