@@ -553,7 +553,7 @@ def _resumed_pair(root: Path, schema: int) -> tuple[Path, Path]:
     return first, resumed
 
 
-@pytest.mark.parametrize("schema", [V1, V2])
+@pytest.mark.parametrize("schema", [V1, V2], ids=["v1", "v2"])
 def test_resumed_run_shows_what_ran(tmp_path: Path, schema: int) -> None:
     first, resumed = _resumed_pair(tmp_path, schema)
     table = build_table(find_runs([tmp_path]))

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from rnnlab import compare
-from test_compare import V1, make_run
+from test_compare import V1, V2, make_run
 
 TIMEOUT = 120  # seconds; the cases take well under 5 s
 
@@ -149,7 +149,10 @@ def test_odd_yaml_tags_and_dates(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert [r[0] for r in rows] == ["2025-01-03", "2025-01-02", "2025-01-01"]
 
 
-def test_nan_infinity_and_huge_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("schema", [V1, V2], ids=["v1", "v2"])
+def test_nan_infinity_and_huge_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], schema: int
+) -> None:
     odd = {
         "objective": float("nan"),
         "best_val_acc": float("inf"),
@@ -159,11 +162,11 @@ def test_nan_infinity_and_huge_numbers(tmp_path: Path, capsys: pytest.CaptureFix
         "test_acc": "high",
     }
     for seed in (0, 1):
-        run = make_run(tmp_path / f"odd{seed}", seed=seed)
+        run = make_run(tmp_path / f"odd{seed}", seed=seed, schema=schema)
         doc = json.loads((run / "summary.json").read_text())
         doc.update(odd)
         (run / "summary.json").write_text(json.dumps(doc))  # NaN, Infinity as Python writes
-    make_run(tmp_path / "normal", seed=2, objective=0.8)
+    make_run(tmp_path / "normal", seed=2, objective=0.8, schema=schema)
     exports = tmp_path.parent / f"{tmp_path.name}-out"
     for extra in ([], ["--group-by-seed"], ["--sort", "samples/s"], ["--where", "wall_time>1"]):
         code = compare.main(
@@ -186,20 +189,24 @@ def test_nan_infinity_and_huge_numbers(tmp_path: Path, capsys: pytest.CaptureFix
     assert row[row.index("completed") + 1 :][:6] == ["n/a"] * 6
 
 
-def test_lists_where_text_belongs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    odd = make_run(tmp_path / "odd", model="gru")
+@pytest.mark.parametrize("schema", [V1, V2], ids=["v1", "v2"])
+def test_lists_where_text_belongs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], schema: int
+) -> None:
+    odd = make_run(tmp_path / "odd", model="gru", schema=schema)
     doc = json.loads((odd / "summary.json").read_text())
     doc.update(optimized_metric=["val/acc"], objective_mode=["max"], reason=["x"] * 3)
-    doc["choices"]["model"] = ["gru"]
+    if schema == V2:
+        doc["choices"]["model"] = ["gru"]
     (odd / "summary.json").write_text(json.dumps(doc))
-    bad_status = make_run(tmp_path / "bad_status")
+    bad_status = make_run(tmp_path / "bad_status", schema=schema)
     doc = json.loads((bad_status / "summary.json").read_text())
     doc["status"] = ["completed"] * 100
     (bad_status / "summary.json").write_text(json.dumps(doc))
     v1 = make_run(tmp_path / "v1", schema=V1, model="lstm")
     hydra_yaml = (v1 / ".hydra" / "hydra.yaml").read_text().replace("model: lstm", "model: [lstm]")
     (v1 / ".hydra" / "hydra.yaml").write_text(hydra_yaml)
-    make_run(tmp_path / "normal")
+    make_run(tmp_path / "normal", schema=schema)
     for extra in ([], ["--group-by-seed"], ["--where", "model=rnn"], ["--sort", "model"]):
         code = compare.main([str(tmp_path), *extra])
         out, err = capsys.readouterr()
@@ -232,7 +239,8 @@ def test_very_deep_documents(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     line_with(out, "deep_yaml: .hydra/config.yaml unreadable: is nested deeper than 32 levels")
 
 
-def test_huge_trial_numbers_under_plot(tmp_path: Path) -> None:
+@pytest.mark.parametrize("schema", [V1, V2], ids=["v1", "v2"])
+def test_huge_trial_numbers_under_plot(tmp_path: Path, schema: int) -> None:
     sweep = tmp_path / "sweep"
     with open(sweep.mkdir() or sweep / "trials.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -249,7 +257,7 @@ def test_huge_trial_numbers_under_plot(tmp_path: Path) -> None:
                 (3, 1e-3, "nan"),
             ]
         ):
-            make_run(sweep / str(i), lr=lr, objective=0.5 + i / 100)
+            make_run(sweep / str(i), lr=lr, objective=0.5 + i / 100, schema=schema)
             w.writerow([number, "COMPLETE", lr, obj])
     plots = tmp_path / "plots"
     proc = run_compare(sweep, "--plot", plots, "--html", tmp_path / "page.html")
