@@ -128,11 +128,10 @@ def as_choice(value: Any) -> str | None:
 
 
 def flatten(tree: dict[Any, Any]) -> dict[str, Any]:
-    """{'a': {'b': 1}, 'c': [1]} -> {'a.b': 1, 'c': [1]}: dotted keys, plain values.
+    """{'a': {'b': 1}, 'c': [1]} -> {'a.b': 1, 'c': [1]}: dotted keys; lists stay values.
 
-    TooDeep when nested deeper than MAX_DEPTH.
+    Iterative: `tree` may come from anywhere (its depth is checked where it is read).
     """
-    check_depth(tree)
     out: dict[str, Any] = {}
     # Depth first with a stack of iterators: the keys keep the file's order.
     stack: list[tuple[str, Any]] = [("", iter(tree.items()))]
@@ -143,7 +142,7 @@ def flatten(tree: dict[Any, Any]) -> dict[str, Any]:
             if isinstance(value, dict) and value:
                 stack.append((dotted + ".", iter(value.items())))
                 break
-            out[dotted] = plain(value)
+            out[dotted] = value
         else:
             stack.pop()
     return out

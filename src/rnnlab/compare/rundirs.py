@@ -35,16 +35,42 @@ NOT_WALKED = frozenset({"/proc", "/sys", "/dev"})
 
 
 class Run:
-    """One run folder as read from disk; `problem` says why it cannot be compared."""
+    """One run folder as read from disk; `problem` says why it cannot be compared.
 
-    __slots__ = ("path", "summary", "config", "choices", "problem")
+    `config` (flattened, dotted keys) and `choices` (the config groups' choices) of a run
+    without summary.json are read from .hydra/ on first use: only --where, --sort and
+    --columns ask for them, and a table of finished v2 runs then needs no YAML at all.
+    """
+
+    __slots__ = ("path", "summary", "_config", "_choices", "problem", "_from_hydra")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.summary: dict[str, Any] = {}
-        self.config: dict[str, Any] = {}  # flattened, dotted keys
-        self.choices: dict[str, str | None] | None = None  # config-group choices
+        self._config: dict[str, Any] = {}
+        self._choices: dict[str, str | None] | None = None
         self.problem: str | None = None
+        self._from_hydra = False  # config and choices still to be read from .hydra/
+
+    @property
+    def config(self) -> dict[str, Any]:
+        if self._from_hydra:
+            _read_v1(self)
+        return self._config
+
+    @config.setter
+    def config(self, value: dict[str, Any]) -> None:
+        self._config = value
+
+    @property
+    def choices(self) -> dict[str, str | None] | None:
+        if self._from_hydra:
+            _read_v1(self)
+        return self._choices
+
+    @choices.setter
+    def choices(self, value: dict[str, str | None] | None) -> None:
+        self._choices = value
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, problem={self.problem!r})"
@@ -181,7 +207,7 @@ def read_run(path: Path) -> Run:
         run.problem = "no summary.json: still running or crashed" + (
             f" ({epochs} epoch(s) in metrics.csv)" if epochs else ""
         )
-        _read_v1(run)
+        run._from_hydra = True
         return run
     except (Unreadable, TooDeep) as e:
         run.problem = f"summary.json {e}"
@@ -234,10 +260,7 @@ def _read_v2(run: Run) -> str | None:
         return "summary.json (schema_version 2) has no config object"
     if not isinstance(choices, dict):
         return "summary.json (schema_version 2) has no choices object"
-    try:
-        run.config = flatten(config)
-    except TooDeep as e:
-        return f"summary.json config {e}"
+    run.config = flatten(config)  # already flat as written; nested if someone nested it
     run.choices = {str(k): as_choice(v) for k, v in choices.items()}
     return None
 
@@ -246,6 +269,7 @@ def _read_v1(run: Run) -> None:
     """Config and choices from .hydra/ (summary.json schema_version 1, or no summary)."""
     from rnnlab.compare import v1  # PyYAML: only when such a folder is met
 
+    run._from_hydra = False
     try:
         run.config = v1.read_config(run.path)
     except (OSError, Unreadable, *v1.YAML_ERRORS) as e:
