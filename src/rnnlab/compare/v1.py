@@ -48,11 +48,18 @@ _TEXT_TAGS = {
 
 
 class _TextLoader(_BaseLoader):  # type: ignore[misc, valid-type]
-    """Every scalar is text. The parser asks `resolve` for the tag of every node of the
-    file, in Python; here that costs a dict lookup (hydra.yaml: ~30% faster to read)."""
+    """Every scalar is text. The parser calls these three resolver methods, in Python, for
+    every node of the file; here they cost next to nothing (hydra.yaml: ~40% faster)."""
 
     def resolve(self, kind: type, value: Any, implicit: Any) -> str:
         return _TEXT_TAGS[kind]
+
+    # Path-based resolvers are not used: nothing to track on the way down and up.
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
 
 
 # Hydra's hydra.yaml has ~400 nodes, config.yaml ~100.
