@@ -55,7 +55,7 @@ def read_trials(sweep_dir: Path, members: Sequence[Run], notes: list[str]) -> li
     trials = _trials_csv(sweep_dir / runs.TRIALS_FILE, notes)
     if trials:
         return sorted(trials, key=lambda t: t["number"])
-    ordered = sorted(members, key=lambda r: finite_number(r.path.name) or math.inf)
+    ordered = sorted(members, key=_job_number)
     varying = [k for k in differing_keys(ordered) if k != SEED_KEY]
     return [
         {
@@ -66,6 +66,12 @@ def read_trials(sweep_dir: Path, members: Sequence[Run], notes: list[str]) -> li
         }
         for i, r in enumerate(ordered)
     ]
+
+
+def _job_number(run: Run) -> float:
+    """A multirun job folder's number (0, 1, ...); other names last."""
+    number = finite_number(run.path.name)
+    return math.inf if number is None else number
 
 
 def _trials_csv(path: Path, notes: list[str]) -> list[dict[str, Any]]:
