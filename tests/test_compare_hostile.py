@@ -264,3 +264,27 @@ def test_huge_trial_numbers_under_plot(tmp_path: Path, schema: int) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     line_with(proc.stdout, "note:", "trials.csv: 4 row(s) without a trial number")
     assert (plots / "optimization_history.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("schema", [V1, V2], ids=["v1", "v2"])
+def test_control_characters_never_reach_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], schema: int
+) -> None:
+    """A folder name or a value with ESC sequences or newlines is shown escaped, in one line."""
+    evil = make_run(tmp_path / "run\x1b[2J\nfake row", model="gru\x1b]0;owned\x07", schema=schema)
+    doc = json.loads((evil / "summary.json").read_text())
+    doc["optimized_metric"] = "val/acc\x1b[31m"
+    doc["device"] = "x" * 100_000
+    (evil / "summary.json").write_text(json.dumps(doc))
+    broken = make_run(tmp_path / "broken\x1b[2J", summary=False)
+    (broken / "summary.json").write_text("{\x1b[2J")
+    make_run(tmp_path / "plain", objective=0.5, schema=schema)
+    md = tmp_path.parent / "t.md"
+    code = compare.main([str(tmp_path), "--markdown", str(md), "--columns", "device"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    for text in (out, md.read_text()):
+        assert "\x1b" not in text and "\x07" not in text
+        assert "fake row" not in text.replace("\\x0afake row", "")
+        assert max(map(len, text.splitlines())) < 1000
+    assert "gru\\x1b]0;owned\\x07" in out

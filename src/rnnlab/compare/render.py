@@ -25,6 +25,16 @@ from rnnlab.compare.select import Table
 
 # Right-aligned columns (numbers).
 NUMERIC_COLUMNS = frozenset({*AGGREGATED, "n"})
+# Control characters in a folder name or a value (ESC sequences would drive the terminal, a
+# newline would break the table) are shown escaped; very long values are cut.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160))}
+MAX_CELL = 200
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """`text` with control characters escaped, cut to `limit` characters."""
+    text = text.translate(_CONTROL)
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 def export_columns(table: Table) -> list[str]:
@@ -141,8 +151,15 @@ def _relative(path: Path, base: Path | None) -> str:
 
 def display_rows(table: Table, base: Path | None = None) -> tuple[list[str], list[list[str]]]:
     """Headers and cell texts of every row."""
-    headers = [header(table, k) for k in table.columns]
-    return headers, [[cell(table, row, k, base) for k in table.columns] for row in table.rows]
+    headers = [printable(header(table, k), MAX_CELL) for k in table.columns]
+    limits = [None if k == "run_dir" else MAX_CELL for k in table.columns]
+    return headers, [
+        [
+            printable(cell(table, row, k, base), n)
+            for k, n in zip(table.columns, limits, strict=True)
+        ]
+        for row in table.rows
+    ]
 
 
 def caption(table: Table) -> str:
@@ -157,7 +174,7 @@ def caption(table: Table) -> str:
         parts.append(f"objective = best {table.metric} over epochs ({table.mode})")
     if not table.varying:
         parts.append("no config key differs")
-    return "; ".join(parts)
+    return printable("; ".join(parts))
 
 
 def problem_lines(table: Table, base: Path | None = None, limit: int = 20) -> list[str]:
@@ -166,7 +183,7 @@ def problem_lines(table: Table, base: Path | None = None, limit: int = 20) -> li
     lines += [f"skipped: {_relative(Path(p), base)}: {why}" for p, why in table.skipped]
     if len(lines) > limit:
         lines = [*lines[:limit], f"... and {len(lines) - limit} more (all of them in --json)"]
-    return lines
+    return [printable(line) for line in lines]
 
 
 _STATUS_STYLE = {
@@ -196,7 +213,7 @@ def render_text(table: Table, title: str | None = None, color: bool = False) -> 
     def paint(text: str, style: str | None) -> str:
         return f"{_ANSI[style]}{text}{_ANSI['reset']}" if color and style else text
 
-    out = [paint(title, "bold")] if title else []
+    out = [paint(printable(title), "bold")] if title else []
     if not body:
         out.append(f"no comparable runs ({caption(table)})")
     else:
@@ -239,7 +256,7 @@ def to_markdown(table: Table, title: str | None = None, base: Path | None = None
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
     align = ["---:" if k in NUMERIC_COLUMNS else "---" for k in table.columns]
-    out = [f"# {title}", ""] if title else []
+    out = [f"# {printable(title)}", ""] if title else []
     out += [line(headers), "| " + " | ".join(align) + " |", *map(line, body), ""]
     out.append(caption(table))
     problems = problem_lines(table, base, limit=100)
