@@ -461,6 +461,7 @@ def test_plots_and_html(
     assert snapshot(tmp_path / "optuna") | snapshot(sweep) == before
 
 
+@pytest.mark.slow
 def test_multirun_writes_summary_md(rnn_gru_multirun: tuple[Path, Any]) -> None:
     """A real 2-job multirun through train.py ends with the table and summary.md."""
     sweep_dir, proc = rnn_gru_multirun
