@@ -32,6 +32,11 @@ objective and accuracies, ascending otherwise; --reverse flips it.
 """
 
 
+def _error(message: str) -> None:
+    """One line like every other rnnlab error."""
+    print(f"rnnlab: error: {message}", file=sys.stderr)
+
+
 def add_parser(subparsers: Any) -> Callable[[argparse.Namespace], int]:
     """Register `compare` on the `rnnlab` command; returns the function that runs it."""
     parser = subparsers.add_parser(
@@ -48,8 +53,8 @@ def add_parser(subparsers: Any) -> Callable[[argparse.Namespace], int]:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     def error(message: str) -> NoReturn:
-        # One line like every other rnnlab error, instead of argparse's usage + message.
-        print(f"rnnlab: error: {message} (see rnnlab compare --help)", file=sys.stderr)
+        # One line, instead of argparse's usage + message.
+        _error(f"{message} (see rnnlab compare --help)")
         sys.exit(2)
 
     parser.error = error  # type: ignore[method-assign]
@@ -119,7 +124,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except CompareError as e:
-        print(f"rnnlab: error: {e}", file=sys.stderr)
+        _error(str(e))
         return 2
     except BrokenPipeError:  # `rnnlab compare ... | head`
         sys.stderr.close()
@@ -157,10 +162,7 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CompareError(f"cannot write {e.filename or ''}: {e.strerror or e}") from None
     if not found.runs and not found.incomplete:
-        print(
-            "rnnlab: error: no run folders found under " + " ".join(map(str, args.paths)),
-            file=sys.stderr,
-        )
+        _error("no run folders found under " + " ".join(map(str, args.paths)))
         return 1
     return 0
 
