@@ -275,6 +275,7 @@ def test_control_characters_never_reach_the_terminal(
     doc = json.loads((evil / "summary.json").read_text())
     doc["optimized_metric"] = "val/acc\x1b[31m"
     doc["device"] = "x" * 100_000
+    doc["key\x1b[2J\nwith escapes"] = 1
     (evil / "summary.json").write_text(json.dumps(doc))
     broken = make_run(tmp_path / "broken\x1b[2J", summary=False)
     (broken / "summary.json").write_text("{\x1b[2J")
@@ -288,3 +289,6 @@ def test_control_characters_never_reach_the_terminal(
         assert "fake row" not in text.replace("\\x0afake row", "")
         assert max(map(len, text.splitlines())) < 1000
     assert "gru\\x1b]0;owned\\x07" in out
+    code = compare.main([str(tmp_path), "--where", "colour=red"])  # lists the keys found
+    out, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and "\x1b" not in err

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from rnnlab import runs
 from rnnlab.compare.fields import CompareError
-from rnnlab.compare.render import print_table, to_csv, to_json, to_markdown
+from rnnlab.compare.render import print_table, printable, to_csv, to_json, to_markdown
 from rnnlab.compare.rundirs import find_runs
 from rnnlab.compare.select import Table, build_table
 
@@ -33,8 +33,8 @@ objective and accuracies, ascending otherwise; --reverse flips it.
 
 
 def _error(message: str) -> None:
-    """One line like every other rnnlab error."""
-    print(f"rnnlab: error: {message}", file=sys.stderr)
+    """One line like every other rnnlab error (keys from the folders read may hold anything)."""
+    print(f"rnnlab: error: {printable(message, 4000)}", file=sys.stderr)
 
 
 def add_parser(subparsers: Any) -> Callable[[argparse.Namespace], int]:
@@ -176,7 +176,7 @@ def _plots(table: Table, plot_dir: Path | None, html_file: Path | None, quiet: b
     if html_file:
         runs.atomic_write(html_file, page.to_html(table, images, notes=notes))
     for note in notes:  # under the table
-        print(f"note: {note}", file=sys.stderr if quiet else sys.stdout)
+        print(f"note: {printable(note, 1000)}", file=sys.stderr if quiet else sys.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:

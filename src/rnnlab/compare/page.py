@@ -6,7 +6,13 @@ import base64
 import html
 from datetime import datetime
 
-from rnnlab.compare.render import NUMERIC_COLUMNS, caption, display_rows, problem_lines
+from rnnlab.compare.render import (
+    NUMERIC_COLUMNS,
+    caption,
+    display_rows,
+    printable,
+    problem_lines,
+)
 from rnnlab.compare.select import Table
 
 _CSS = """
@@ -51,7 +57,7 @@ def to_html(
             tds.append(f'<td class="{cls}">{e(text)}</td>' if cls else f"<td>{e(text)}</td>")
         out.append(f'<tr class="{e(cells[status_at])}">' + "".join(tds) + "</tr>")
     out += ["</tbody></table>"]
-    problems = [*problem_lines(table, limit=100), *(notes or [])]
+    problems = [*problem_lines(table, limit=100), *map(printable, notes or [])]
     if problems:
         out += ['<ul class="note">', *(f"<li>{e(p)}</li>" for p in problems), "</ul>"]
     if images:
