@@ -292,3 +292,22 @@ def test_control_characters_never_reach_the_terminal(
     code = compare.main([str(tmp_path), "--where", "colour=red"])  # lists the keys found
     out, err = capsys.readouterr()
     assert code == 2 and err.count("\n") == 1 and "\x1b" not in err
+
+
+def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """A folder name with bytes that are not UTF-8, on a strict UTF-8 terminal and in exports."""
+    odd = make_run(tmp_path / os.fsdecode(b"run\xff"), objective=0.8)
+    make_run(tmp_path / "plain", objective=0.5)
+    out = tmp_path.parent / f"{tmp_path.name}-out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnnlab.compare", str(tmp_path), "--csv", str(out / "t.csv")]
+        + ["--json", str(out / "t.json"), "--markdown", str(out / "t.md")],
+        capture_output=True,
+        timeout=TIMEOUT,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+    assert b"run\\xff" in proc.stdout
+    assert os.fsencode(odd) in (out / "t.csv").read_bytes()  # the folder's own bytes
+    assert json.loads((out / "t.json").read_text())["rows"][0]["run_dir"] == str(odd)
+    assert "run\\xff" in (out / "t.md").read_text()

@@ -26,8 +26,13 @@ from rnnlab.compare.select import Table
 # Right-aligned columns (numbers).
 NUMERIC_COLUMNS = frozenset({*AGGREGATED, "n"})
 # Control characters in a folder name or a value (ESC sequences would drive the terminal, a
-# newline would break the table) are shown escaped; very long values are cut.
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160))}
+# newline would break the table) are shown escaped; so are the bytes of a file name that
+# are not UTF-8 (Python's surrogate escapes, which a UTF-8 terminal refuses to print).
+_CONTROL = {
+    **{c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160))},
+    **{c: f"\\x{c - 0xDC00:02x}" for c in range(0xDC80, 0xDD00)},
+    **{c: f"\\u{c:04x}" for c in (*range(0xD800, 0xDC80), *range(0xDD00, 0xE000))},
+}
 MAX_CELL = 200
 
 
@@ -265,14 +270,15 @@ def to_markdown(table: Table, title: str | None = None, base: Path | None = None
     return "\n".join(out) + "\n"
 
 
-def to_csv(table: Table) -> str:
+def to_csv(table: Table) -> bytes:
+    """The rows as CSV (UTF-8; a file name that is not UTF-8 keeps its own bytes)."""
     cols = export_columns(table)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(cols)
     for row in table.rows:
         writer.writerow([_csv_value(row.get(k)) for k in cols])
-    return buf.getvalue()
+    return buf.getvalue().encode("utf-8", "surrogateescape")
 
 
 def _csv_value(value: Any) -> Any:
