@@ -24,11 +24,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from rnnlab import compare
+from rnnlab.compare.files import flatten
 
 CONFIG = """\
 model:
@@ -90,16 +90,6 @@ HYDRA = (
 )
 
 
-def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def write_runs(root: Path, n: int, schema: int = 2, seed: int = 0) -> None:
     rng = random.Random(seed)
     for i in range(n):
@@ -156,7 +146,7 @@ def write_runs(root: Path, n: int, schema: int = 2, seed: int = 0) -> None:
             config = yaml.safe_load(config_text)
             config["paths"] = {k: f"/home/me/rnnlab/{k}" for k in config["paths"]}
             config.pop("trial")
-            summary["config"] = flat(config)
+            summary["config"] = flatten(config)
             summary["choices"] = {
                 "model": cell,
                 "data": "mnist_sample",
