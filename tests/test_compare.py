@@ -53,7 +53,7 @@ def make_run(
     model: str = "rnn",
     lr: float = 1e-3,
     seed: int = 0,
-    status: str = "completed",
+    status: str = runs.Status.COMPLETED,
     objective: float | None = 0.9,
     epochs: int = 3,
     planned: int = 3,
@@ -69,7 +69,7 @@ def make_run(
     `hydra_choices` overrides the choices written to .hydra/hydra.yaml (what a resumed run
     records: Hydra's defaults, not what ran).
     """
-    hydra = path / ".hydra"
+    hydra = path / runs.HYDRA_DIR
     hydra.mkdir(parents=True)
     targets = {"adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW", "sgd": "torch.optim.SGD"}
     config: dict[str, Any] = {
@@ -175,18 +175,24 @@ def make_sweep(root: Path, schema: int) -> Path:
     make_run(root / "1", model="rnn", seed=1, objective=0.92, schema=schema)
     make_run(root / "2", model="gru", seed=0, objective=0.95, schema=schema)
     make_run(root / "3", model="gru", seed=1, objective=0.97, schema=schema)
-    make_run(root / "4", model="rnn", lr=0.1, status="diverged", epochs=1, schema=schema)
+    make_run(root / "4", model="rnn", lr=0.1, status=runs.Status.DIVERGED, epochs=1, schema=schema)
     make_run(
-        root / "5", model="gru", lr=0.01, status="pruned", objective=0.5, epochs=1, schema=schema
+        root / "5",
+        model="gru",
+        lr=0.01,
+        status=runs.Status.PRUNED,
+        objective=0.5,
+        epochs=1,
+        schema=schema,
     )
     make_run(root / "6", summary=False, epochs=2)  # crashed or still running
     make_run(root / "7", summary=False)
-    (root / "7" / "summary.json").write_text('{"schema_version": 2, "stat')  # half-written
-    make_run(root / "8", status="interrupted", schema=schema)
+    (root / "7" / runs.SUMMARY_FILE).write_text('{"schema_version": 2, "stat')  # half-written
+    make_run(root / "8", status=runs.Status.INTERRUPTED, schema=schema)
     make_run(root / "9", schema=0)
     (root / "notes").mkdir()
     (root / "notes" / "todo.txt").write_text("not a run")
-    (root / "multirun.yaml").write_text("hydra: {}\n")
+    (root / runs.MULTIRUN_FILE).write_text("hydra: {}\n")
     return root
 
 
@@ -420,7 +426,7 @@ def test_plots_and_html(
     optuna_dir = tmp_path / "optuna"
     lrs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
     objectives = [0.80, 0.85, 0.93, 0.95, 0.90, 0.70]
-    with open(optuna_dir.mkdir() or optuna_dir / "trials.csv", "w", newline="") as f:
+    with open(optuna_dir.mkdir() or optuna_dir / runs.TRIALS_FILE, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
             [
@@ -465,7 +471,7 @@ def test_plots_and_html(
 def test_multirun_writes_summary_md(rnn_gru_multirun: tuple[Path, Any]) -> None:
     """A real 2-job multirun through train.py ends with the table and summary.md."""
     sweep_dir, proc = rnn_gru_multirun
-    summary = sweep_dir / "summary.md"
+    summary = sweep_dir / runs.SWEEP_SUMMARY_FILE
     assert summary.is_file()
     text = summary.read_text()
     assert text.startswith(f"# Sweep {sweep_dir}: top 2 of 2 runs")
@@ -507,7 +513,7 @@ def test_v2_reads_summary_json_only(tmp_path: Path) -> None:
     for i, model in enumerate(["rnn", "gru", "lstm"]):
         run = make_run(tmp_path / "sweep" / str(i), model=model, seed=i, objective=0.9 + i / 100)
         for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
-            (run / ".hydra" / name).write_text("model: [unclosed\n")
+            (run / runs.HYDRA_DIR / name).write_text("model: [unclosed\n")
     table = build_table(find_runs([tmp_path]))
     assert table.columns[:2] == ["model", "seed"] and not table.incomplete
     assert [r["model"] for r in table.rows] == ["lstm", "gru", "rnn"]
@@ -533,7 +539,7 @@ def _resumed_pair(root: Path, schema: int) -> tuple[Path, Path]:
         model="lstm",
         optimizer="adamw",
         scheduler="cosine",
-        status="interrupted",
+        status=runs.Status.INTERRUPTED,
         epochs=1,
         schema=schema,
     )
@@ -547,7 +553,7 @@ def _resumed_pair(root: Path, schema: int) -> tuple[Path, Path]:
         hydra_choices={"model": "rnn", "optimizer": "adam", "scheduler": None},
         extra_summary={"resumed_from": str(first)},
     )
-    (resumed / ".hydra" / "overrides.yaml").write_text(
+    (resumed / runs.HYDRA_DIR / "overrides.yaml").write_text(
         yaml.safe_dump(["model=lstm", "optimizer=adamw", "scheduler=cosine", f"resume={first}"])
     )
     make_run(root / "runs" / "plain", model="rnn", objective=0.9, schema=schema)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from rnnlab import compare
+from rnnlab import compare, runs
 from test_compare import V1, V2, make_run
 
 TIMEOUT = 120  # seconds; the cases take well under 5 s
@@ -64,13 +64,13 @@ def test_fifos_never_block(tmp_path: Path) -> None:
     (`rnnlab compare /` meets such things)."""
     make_run(tmp_path / "good", objective=0.9)
     fifo_summary = make_run(tmp_path / "fifo_summary", summary=False)
-    os.mkfifo(fifo_summary / "summary.json")
+    os.mkfifo(fifo_summary / runs.SUMMARY_FILE)
     fifo_config = make_run(tmp_path / "fifo_config", schema=V1)
-    (fifo_config / ".hydra" / "config.yaml").unlink()
-    os.mkfifo(fifo_config / ".hydra" / "config.yaml")
+    (fifo_config / runs.HYDRA_DIR / "config.yaml").unlink()
+    os.mkfifo(fifo_config / runs.HYDRA_DIR / "config.yaml")
     fifo_metrics = make_run(tmp_path / "fifo_metrics", summary=False, epochs=0)
-    os.mkfifo(fifo_metrics / "metrics.csv")
-    os.mkfifo(tmp_path / "trials.csv")
+    os.mkfifo(fifo_metrics / runs.METRICS_FILE)
+    os.mkfifo(tmp_path / runs.TRIALS_FILE)
     before = lsnapshot(tmp_path)
     proc = run_compare(tmp_path, "--plot", tmp_path.parent / f"{tmp_path.name}-plots")
     assert proc.returncode == 0, proc.stderr
@@ -84,14 +84,14 @@ def test_fifos_never_block(tmp_path: Path) -> None:
 
 def test_devices_and_huge_files_are_not_read(tmp_path: Path) -> None:
     zero = make_run(tmp_path / "zero", summary=False)
-    (zero / "summary.json").symlink_to("/dev/zero")
+    (zero / runs.SUMMARY_FILE).symlink_to("/dev/zero")
     crashed = make_run(tmp_path / "crashed", summary=False, epochs=0)
-    (crashed / "metrics.csv").symlink_to("/dev/zero")
+    (crashed / runs.METRICS_FILE).symlink_to("/dev/zero")
     huge = make_run(tmp_path / "huge", summary=False)
-    with open(huge / "summary.json", "wb") as f:
+    with open(huge / runs.SUMMARY_FILE, "wb") as f:
         f.truncate(1 << 30)  # 1 GiB, sparse: no disk used
     v1 = make_run(tmp_path / "v1_huge", schema=V1)
-    with open(v1 / ".hydra" / "config.yaml", "wb") as f:
+    with open(v1 / runs.HYDRA_DIR / "config.yaml", "wb") as f:
         f.truncate(1 << 30)
     proc = run_compare(tmp_path, cap_memory=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -118,7 +118,7 @@ def test_yaml_alias_bombs_refused_fast(tmp_path: Path) -> None:
     """9 levels of 9 aliases: 387 million nodes once expanded; refused before that."""
     for name, bomb in (("dicts", ALIAS_BOMB), ("lists", LIST_BOMB)):
         run = make_run(tmp_path / name, schema=V1)
-        (run / ".hydra" / "config.yaml").write_text(bomb)
+        (run / runs.HYDRA_DIR / "config.yaml").write_text(bomb)
     make_run(tmp_path / "good", schema=V1)
     proc = run_compare(tmp_path, cap_memory=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -130,11 +130,11 @@ def test_odd_yaml_tags_and_dates(tmp_path: Path, capsys: pytest.CaptureFixture[s
     """v1 configs with dates, sets, bytes; a python tag is refused; --where/--sort on dates."""
     for i in range(3):
         run = make_run(tmp_path / str(i), schema=V1, seed=i, objective=0.9 + i / 100)
-        with open(run / ".hydra" / "config.yaml", "a") as f:
+        with open(run / runs.HYDRA_DIR / "config.yaml", "a") as f:
             f.write(f"when: 2025-01-0{i + 1}\nstamp: 2025-01-01 10:00:0{i}\n")
             f.write(f"tags: !!set {{a: null, b{i}: null}}\nblob: !!binary aGVsbG8{i}\n")
     evil = make_run(tmp_path / "evil", schema=V1)
-    with open(evil / ".hydra" / "config.yaml", "a") as f:
+    with open(evil / runs.HYDRA_DIR / "config.yaml", "a") as f:
         f.write("boom: !!python/object/apply:os.system ['echo pwned']\n")
     code = compare.main([str(tmp_path), "--where", "when=2025-01-02", "--sort", "stamp"])
     out, err = capsys.readouterr()
@@ -163,9 +163,9 @@ def test_nan_infinity_and_huge_numbers(
     }
     for seed in (0, 1):
         run = make_run(tmp_path / f"odd{seed}", seed=seed, schema=schema)
-        doc = json.loads((run / "summary.json").read_text())
+        doc = json.loads((run / runs.SUMMARY_FILE).read_text())
         doc.update(odd)
-        (run / "summary.json").write_text(json.dumps(doc))  # NaN, Infinity as Python writes
+        (run / runs.SUMMARY_FILE).write_text(json.dumps(doc))  # NaN, Infinity as Python writes
     make_run(tmp_path / "normal", seed=2, objective=0.8, schema=schema)
     exports = tmp_path.parent / f"{tmp_path.name}-out"
     for extra in ([], ["--group-by-seed"], ["--sort", "samples/s"], ["--where", "wall_time>1"]):
@@ -194,18 +194,20 @@ def test_lists_where_text_belongs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], schema: int
 ) -> None:
     odd = make_run(tmp_path / "odd", model="gru", schema=schema)
-    doc = json.loads((odd / "summary.json").read_text())
+    doc = json.loads((odd / runs.SUMMARY_FILE).read_text())
     doc.update(optimized_metric=["val/acc"], objective_mode=["max"], reason=["x"] * 3)
     if schema == V2:
         doc["choices"]["model"] = ["gru"]
-    (odd / "summary.json").write_text(json.dumps(doc))
+    (odd / runs.SUMMARY_FILE).write_text(json.dumps(doc))
     bad_status = make_run(tmp_path / "bad_status", schema=schema)
-    doc = json.loads((bad_status / "summary.json").read_text())
+    doc = json.loads((bad_status / runs.SUMMARY_FILE).read_text())
     doc["status"] = ["completed"] * 100
-    (bad_status / "summary.json").write_text(json.dumps(doc))
+    (bad_status / runs.SUMMARY_FILE).write_text(json.dumps(doc))
     v1 = make_run(tmp_path / "v1", schema=V1, model="lstm")
-    hydra_yaml = (v1 / ".hydra" / "hydra.yaml").read_text().replace("model: lstm", "model: [lstm]")
-    (v1 / ".hydra" / "hydra.yaml").write_text(hydra_yaml)
+    hydra_yaml = (
+        (v1 / runs.HYDRA_DIR / "hydra.yaml").read_text().replace("model: lstm", "model: [lstm]")
+    )
+    (v1 / runs.HYDRA_DIR / "hydra.yaml").write_text(hydra_yaml)
     make_run(tmp_path / "normal", schema=schema)
     for extra in ([], ["--group-by-seed"], ["--where", "model=rnn"], ["--sort", "model"]):
         code = compare.main([str(tmp_path), *extra])
@@ -217,17 +219,17 @@ def test_lists_where_text_belongs(
 
 def test_very_deep_documents(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     deep_json = make_run(tmp_path / "deep_json", summary=False)
-    (deep_json / "summary.json").write_text("[" * 100_000 + "]" * 100_000)
+    (deep_json / runs.SUMMARY_FILE).write_text("[" * 100_000 + "]" * 100_000)
     deep_config = make_run(tmp_path / "deep_config")
-    doc = json.loads((deep_config / "summary.json").read_text())
+    doc = json.loads((deep_config / runs.SUMMARY_FILE).read_text())
     nested: dict[str, Any] = {"x": 1}
     for _ in range(200):
         nested = {"a": nested}
     doc["config"]["deep"] = nested
     doc["config"]["deep_list"] = [[[[[[1]]]]]]
-    (deep_config / "summary.json").write_text(json.dumps(doc))
+    (deep_config / runs.SUMMARY_FILE).write_text(json.dumps(doc))
     deep_yaml = make_run(tmp_path / "deep_yaml", schema=V1)
-    (deep_yaml / ".hydra" / "config.yaml").write_text(
+    (deep_yaml / runs.HYDRA_DIR / "config.yaml").write_text(
         "".join(" " * (2 * i) + f"k{i}:\n" for i in range(900)) + " " * 1800 + "x: 1\n"
     )
     make_run(tmp_path / "normal")
@@ -242,7 +244,7 @@ def test_very_deep_documents(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 @pytest.mark.parametrize("schema", [V1, V2], ids=["v1", "v2"])
 def test_huge_trial_numbers_under_plot(tmp_path: Path, schema: int) -> None:
     sweep = tmp_path / "sweep"
-    with open(sweep.mkdir() or sweep / "trials.csv", "w", newline="") as f:
+    with open(sweep.mkdir() or sweep / runs.TRIALS_FILE, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["number", "state", "params_optimizer.lr", "objective"])
         for i, (number, lr, obj) in enumerate(
@@ -272,13 +274,13 @@ def test_control_characters_never_reach_the_terminal(
 ) -> None:
     """A folder name or a value with ESC sequences or newlines is shown escaped, in one line."""
     evil = make_run(tmp_path / "run\x1b[2J\nfake row", model="gru\x1b]0;owned\x07", schema=schema)
-    doc = json.loads((evil / "summary.json").read_text())
+    doc = json.loads((evil / runs.SUMMARY_FILE).read_text())
     doc["optimized_metric"] = "val/acc\x1b[31m"
     doc["device"] = "x" * 100_000
     doc["key\x1b[2J\nwith escapes"] = 1
-    (evil / "summary.json").write_text(json.dumps(doc))
+    (evil / runs.SUMMARY_FILE).write_text(json.dumps(doc))
     broken = make_run(tmp_path / "broken\x1b[2J", summary=False)
-    (broken / "summary.json").write_text("{\x1b[2J")
+    (broken / runs.SUMMARY_FILE).write_text("{\x1b[2J")
     make_run(tmp_path / "plain", objective=0.5, schema=schema)
     md = tmp_path.parent / "t.md"
     code = compare.main([str(tmp_path), "--markdown", str(md), "--columns", "device"])

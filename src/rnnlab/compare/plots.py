@@ -184,7 +184,7 @@ def plot_objective_vs(table: Table, key: str) -> bytes | None:
         if s != Status.COMPLETED
     ]
     if ok:
-        ax.scatter(*zip(*ok, strict=True), label="completed", alpha=0.8)
+        ax.scatter(*zip(*ok, strict=True), label=str(Status.COMPLETED), alpha=0.8)
     if bad:
         ax.scatter(
             *zip(*bad, strict=True),
