@@ -19,8 +19,8 @@ One concern per module, in import order:
     page      the HTML page
     command   the argument parser and the command
 
-Printing a table imports only the standard library (PyYAML for v1 folders); matplotlib and
-optuna load only for --plot / --html.
+For a table the package imports only the standard library and rnnlab.runs (v1 folders add
+PyYAML); matplotlib and optuna load only for --plot / --html.
 """
 
 from rnnlab.compare.command import add_parser, configure_parser, main, run_command
