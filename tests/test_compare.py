@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,23 +32,47 @@ OUTCOME = [
 # --- synthetic run folders -------------------------------------------------------------
 
 
+V1 = 1  # summary.json schema_version 1: the config is read from .hydra/
+V2 = 2  # schema_version 2: summary.json records the config and the group choices
+
+
+def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The v2 summary's `config`: nested dicts joined with ".", lists kept as lists."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def make_run(
     path: Path,
     *,
     model: str = "rnn",
     lr: float = 1e-3,
     seed: int = 0,
-    status: str = "completed",
+    status: str = runs.Status.COMPLETED,
     objective: float | None = 0.9,
     epochs: int = 3,
     planned: int = 3,
-    schema: int = runs.SCHEMA_VERSION,
+    schema: int = V2,
     summary: bool = True,
+    optimizer: str = "adam",
+    scheduler: str | None = None,
+    hydra_choices: dict[str, Any] | None = None,
+    extra_summary: dict[str, Any] | None = None,
 ) -> Path:
-    """A run folder as train.py leaves it (.hydra/, metrics.csv, summary.json)."""
-    hydra = path / ".hydra"
+    """A run folder as train.py leaves it (.hydra/, metrics.csv, summary.json).
+
+    `hydra_choices` overrides the choices written to .hydra/hydra.yaml (what a resumed run
+    records: Hydra's defaults, not what ran).
+    """
+    hydra = path / runs.HYDRA_DIR
     hydra.mkdir(parents=True)
-    config = {
+    targets = {"adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW", "sgd": "torch.optim.SGD"}
+    config: dict[str, Any] = {
         "model": {
             "_target_": "rnnlab.models.SequenceClassifier",
             "cell": model,
@@ -55,7 +80,7 @@ def make_run(
             "num_layers": 1,
         },
         "data": {"name": "mnist_sample", "batch_size": 64},
-        "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": lr},
+        "optimizer": {"_target_": targets[optimizer], "_partial_": True, "lr": lr},
         "trainer": {"epochs": planned, "device": "auto"},
         "paths": {"output_dir": str(path)},  # differs per run, must not become a column
         "seed": seed,
@@ -63,12 +88,39 @@ def make_run(
         "resume": None,
         "trial": None,
     }
+    if scheduler is not None:
+        config["scheduler"] = {
+            "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+            "_partial_": True,
+            "T_max": planned,
+        }
+    choices = {
+        "model": model,
+        "data": "mnist_sample",
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "trainer": "default",
+        "paths": "default",
+        "experiment": None,
+        "hparams_search": None,
+    }
+    shown = {**choices, **(hydra_choices or {})}
     (hydra / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (hydra / "overrides.yaml").write_text(yaml.safe_dump([f"model={model}", f"seed={seed}"]))
     (hydra / "hydra.yaml").write_text(
-        "hydra:\n  runtime:\n    version: 1.3.8\n    choices:\n      experiment: null\n"
-        f"      optimizer: adam\n      data: mnist_sample\n      model: {model}\n"
-        "      hydra/launcher: basic\n  verbose: false\n"
+        yaml.safe_dump(
+            {
+                "hydra": {
+                    "run": {"dir": "outputs/runs"},
+                    "runtime": {
+                        "version": "1.3.8",
+                        "choices": {**dict(reversed(shown.items())), "hydra/launcher": "basic"},
+                    },
+                    "verbose": False,
+                }
+            },
+            sort_keys=False,
+        )
     )
     history = []
     for epoch in range(1, epochs + 1):
@@ -91,48 +143,64 @@ def make_run(
         runs.write_metrics(path, history)
     if summary:
         best = objective if status != "diverged" else None
-        runs.write_summary(
-            path,
-            {
-                "schema_version": schema,
-                "status": status,
-                "reason": None,
-                "optimized_metric": "val/acc",
-                "objective_mode": "max",
-                "objective": objective if status != "diverged" else 0.0,
-                "seed": seed,
-                "num_params": 21514 if model == "rnn" else 61962,
-                "best_epoch": epochs if best is not None else None,
-                "best_val_acc": best,
-                "test_acc": None if best is None else best - 0.01,
-                "epochs_completed": epochs,
-                "epochs_planned": planned,
-                "train_samples_per_s": 1000.0 + seed,
-                "wall_time_s": 10.0 * epochs,
-            },
-        )
+        doc = {
+            "schema_version": schema,
+            "status": status,
+            "reason": None,
+            "optimized_metric": "val/acc",
+            "objective_mode": "max",
+            "objective": objective if status != "diverged" else 0.0,
+            "resumed_from": None,
+            "seed": seed,
+            "num_params": 21514 if model == "rnn" else 61962,
+            "best_epoch": epochs if best is not None else None,
+            "best_val_acc": best,
+            "test_acc": None if best is None else best - 0.01,
+            "epochs_completed": epochs,
+            "epochs_planned": planned,
+            "train_samples_per_s": 1000.0 + seed,
+            "wall_time_s": 10.0 * epochs,
+        }
+        if schema == V2:
+            doc["config"] = flat({k: v for k, v in config.items() if k != "trial"})
+            doc["choices"] = choices
+        doc.update(extra_summary or {})
+        runs.write_summary(path, doc)
     return path
+
+
+def make_sweep(root: Path, schema: int) -> Path:
+    """A sweep with two seeds per setting, one of each bad case, and a non-run folder."""
+    make_run(root / "0", model="rnn", seed=0, objective=0.90, schema=schema)
+    make_run(root / "1", model="rnn", seed=1, objective=0.92, schema=schema)
+    make_run(root / "2", model="gru", seed=0, objective=0.95, schema=schema)
+    make_run(root / "3", model="gru", seed=1, objective=0.97, schema=schema)
+    make_run(root / "4", model="rnn", lr=0.1, status=runs.Status.DIVERGED, epochs=1, schema=schema)
+    make_run(
+        root / "5",
+        model="gru",
+        lr=0.01,
+        status=runs.Status.PRUNED,
+        objective=0.5,
+        epochs=1,
+        schema=schema,
+    )
+    make_run(root / "6", summary=False, epochs=2)  # crashed or still running
+    make_run(root / "7", summary=False)
+    (root / "7" / runs.SUMMARY_FILE).write_text('{"schema_version": 2, "stat')  # half-written
+    make_run(root / "8", status=runs.Status.INTERRUPTED, schema=schema)
+    make_run(root / "9", schema=0)
+    (root / "notes").mkdir()
+    (root / "notes" / "todo.txt").write_text("not a run")
+    (root / runs.MULTIRUN_FILE).write_text("hydra: {}\n")
+    return root
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A sweep with two seeds per setting, one of each bad case, and a non-run folder."""
+    """The sweep as today's train.py writes it (schema_version 2)."""
     root = tmp_path_factory.mktemp("outputs") / "multirun" / "2025-01-01" / "12-00-00"
-    make_run(root / "0", model="rnn", seed=0, objective=0.90)
-    make_run(root / "1", model="rnn", seed=1, objective=0.92)
-    make_run(root / "2", model="gru", seed=0, objective=0.95)
-    make_run(root / "3", model="gru", seed=1, objective=0.97)
-    make_run(root / "4", model="rnn", lr=0.1, status="diverged", epochs=1)
-    make_run(root / "5", model="gru", lr=0.01, status="pruned", objective=0.5, epochs=1)
-    make_run(root / "6", summary=False, epochs=2)  # crashed or still running
-    make_run(root / "7", summary=False)
-    (root / "7" / "summary.json").write_text('{"schema_version": 1, "stat')  # half-written
-    make_run(root / "8", status="interrupted")
-    make_run(root / "9", schema=0)
-    (root / "notes").mkdir()
-    (root / "notes" / "todo.txt").write_text("not a run")
-    (root / "multirun.yaml").write_text("hydra: {}\n")
-    return root
+    return make_sweep(root, V2)
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -358,7 +426,7 @@ def test_plots_and_html(
     optuna_dir = tmp_path / "optuna"
     lrs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
     objectives = [0.80, 0.85, 0.93, 0.95, 0.90, 0.70]
-    with open(optuna_dir.mkdir() or optuna_dir / "trials.csv", "w", newline="") as f:
+    with open(optuna_dir.mkdir() or optuna_dir / runs.TRIALS_FILE, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
             [
@@ -399,10 +467,11 @@ def test_plots_and_html(
     assert snapshot(tmp_path / "optuna") | snapshot(sweep) == before
 
 
+@pytest.mark.slow
 def test_multirun_writes_summary_md(rnn_gru_multirun: tuple[Path, Any]) -> None:
     """A real 2-job multirun through train.py ends with the table and summary.md."""
     sweep_dir, proc = rnn_gru_multirun
-    summary = sweep_dir / "summary.md"
+    summary = sweep_dir / runs.SWEEP_SUMMARY_FILE
     assert summary.is_file()
     text = summary.read_text()
     assert text.startswith(f"# Sweep {sweep_dir}: top 2 of 2 runs")
@@ -413,15 +482,126 @@ def test_multirun_writes_summary_md(rnn_gru_multirun: tuple[Path, Any]) -> None:
     assert f"summary: {summary}" in proc.stdout
 
 
-def test_fast_yaml_reads_what_pyyaml_reads() -> None:
-    """compare's YAML shortcut must agree with PyYAML, falling back to it when unsure."""
-    doc = (
-        "a: 1e-3\nb: 1.0e-05\nc: 0.001\nd: 'it''s'\ne: \"x\"\nf: yes\ng: 2025-01-01\n"
-        "h: 0x10\ni: [1, 2]\nj: x86_64\nk: ${hydra:runtime.cwd}\nl:\n- a=b\n- c.d=1\n"
-        "m:\n  n: null\n  o: ~\n  deep:\n    x: -3\np:\nr: .inf\ns: 010\nt: '???'\n"
-        "u: {}\nv: 'a: b'\nw: a # comment\n"
+# --- schema versions: v2 reads summary.json only, v1 reads .hydra/ ----------------------
+
+
+def _without_dirs(table: compare.Table) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k != "run_dir"} for row in table.rows]
+
+
+def test_v1_folders_compare_like_v2(sweep: Path, tmp_path: Path) -> None:
+    """Folders written before schema v2 (config only in .hydra/) give the same table."""
+    old = make_sweep(tmp_path / "v1", V1)
+    for kw in (
+        {},
+        {"where": ["model=gru"]},
+        {"group_by_seed": True, "where": ["status=completed"]},
+    ):
+        new_table, old_table = (
+            build_table(find_runs([sweep]), **kw),
+            build_table(find_runs([old]), **kw),
+        )
+        assert old_table.columns == new_table.columns
+        assert _without_dirs(old_table) == _without_dirs(new_table)
+    reasons = {r.path.name: r.problem for r in find_runs([old]).incomplete}
+    assert set(reasons) == {"6", "7", "8", "9"}
+    assert "schema_version 0; this rnnlab reads 1 and 2" in reasons["9"]
+
+
+def test_v2_reads_summary_json_only(tmp_path: Path) -> None:
+    """A v2 folder's .hydra/ is never read: garbage there changes nothing."""
+    for i, model in enumerate(["rnn", "gru", "lstm"]):
+        run = make_run(tmp_path / "sweep" / str(i), model=model, seed=i, objective=0.9 + i / 100)
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            (run / runs.HYDRA_DIR / name).write_text("model: [unclosed\n")
+    table = build_table(find_runs([tmp_path]))
+    assert table.columns[:2] == ["model", "seed"] and not table.incomplete
+    assert [r["model"] for r in table.rows] == ["lstm", "gru", "rnn"]
+    # The whole command on v2 folders loads neither the v1 reader (PyYAML) nor the plotting.
+    code = (
+        "import sys; from rnnlab.compare import main; rc = main([sys.argv[1]]);"
+        "heavy = {'rnnlab.compare.v1', 'matplotlib', 'optuna', 'rich', 'torch'};"
+        "print(sorted(heavy & set(sys.modules))); sys.exit(rc)"
     )
-    assert compare.load_yaml(doc) == yaml.safe_load(doc)
-    for line in doc.splitlines():
-        if not line.startswith(("-", " ")):
-            assert compare.load_yaml(line) == yaml.safe_load(line), line
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
+
+
+def _resumed_pair(root: Path, schema: int) -> tuple[Path, Path]:
+    """An LSTM/AdamW/cosine run, interrupted, then resumed into a new folder: as train.py
+    writes it, the new .hydra/hydra.yaml has the default choices (rnn/adam/no scheduler),
+    while .hydra/config.yaml (and a v2 summary) hold what ran."""
+    first = make_run(
+        root / "runs" / "first",
+        model="lstm",
+        optimizer="adamw",
+        scheduler="cosine",
+        status=runs.Status.INTERRUPTED,
+        epochs=1,
+        schema=schema,
+    )
+    resumed = make_run(
+        root / "runs" / "resumed",
+        model="lstm",
+        optimizer="adamw",
+        scheduler="cosine",
+        objective=0.97,
+        schema=schema,
+        hydra_choices={"model": "rnn", "optimizer": "adam", "scheduler": None},
+        extra_summary={"resumed_from": str(first)},
+    )
+    (resumed / runs.HYDRA_DIR / "overrides.yaml").write_text(
+        yaml.safe_dump(["model=lstm", "optimizer=adamw", "scheduler=cosine", f"resume={first}"])
+    )
+    make_run(root / "runs" / "plain", model="rnn", objective=0.9, schema=schema)
+    return first, resumed
+
+
+@pytest.mark.parametrize("schema", [V1, V2], ids=["v1", "v2"])
+def test_resumed_run_shows_what_ran(tmp_path: Path, schema: int) -> None:
+    first, resumed = _resumed_pair(tmp_path, schema)
+    table = build_table(find_runs([tmp_path]))
+    row = next(r for r in table.rows if r["run_dir"] == str(resumed))
+    assert (row["model"], row["optimizer"], row["scheduler"]) == ("lstm", "adamw", "cosine")
+    kept = build_table(find_runs([tmp_path]), where=["model=lstm"])
+    assert [r["run_dir"] for r in kept.rows] == [str(resumed)]
+    if schema == V1:  # the first run gone: the overrides the resume copied tell the choices
+        shutil.rmtree(first)
+        table = build_table(find_runs([tmp_path]), where=["optimizer=adamw", "scheduler=cosine"])
+        assert [r["run_dir"] for r in table.rows] == [str(resumed)]
+
+
+@pytest.mark.slow
+def test_real_resumed_run_shows_what_ran(run_train: Any, tmp_path: Path) -> None:
+    """train.py: LSTM/AdamW/cosine for 1 epoch, resumed to 2 epochs into a new folder."""
+    common = [
+        "data=mnist_sample",
+        "trainer.progress=false",
+        "model.hidden_size=16",
+    ]
+    first = tmp_path / "first"
+    run_train(
+        *common,
+        "model=lstm",
+        "optimizer=adamw",
+        "scheduler=cosine",
+        "trainer.epochs=1",
+        f"hydra.run.dir={first}",
+        check=True,
+    )
+    resumed = tmp_path / "resumed"
+    run_train(  # only what a resume may change: the rest comes from the checkpoint
+        "trainer.progress=false",
+        "trainer.epochs=2",
+        f"resume={first}",
+        f"hydra.run.dir={resumed}",
+        check=True,
+    )
+    assert runs.read_summary(resumed)["resumed_from"]
+    table = build_table(find_runs([resumed]), where=["model=lstm"], columns=["optimizer,scheduler"])
+    assert len(table.rows) == 1
+    row = table.rows[0]
+    assert (row["optimizer"], row["scheduler"]) == ("adamw", "cosine")

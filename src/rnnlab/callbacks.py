@@ -9,6 +9,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from rnnlab import runs
+
 log = logging.getLogger(__name__)
 
 
@@ -19,7 +21,7 @@ class MultirunSummary(Callback):
     raised: the sweep's runs are already on disk and must not be reported as failed.
     """
 
-    def __init__(self, top: int = 10, filename: str = "summary.md") -> None:
+    def __init__(self, top: int = 10, filename: str = runs.SWEEP_SUMMARY_FILE) -> None:
         self.top = top
         self.filename = filename
 
@@ -35,9 +37,11 @@ class MultirunSummary(Callback):
             log.warning("no end-of-sweep summary for %s: %s: %s", sweep_dir, type(e).__name__, e)
 
 
-def write_summary(sweep_dir: Path, top: int = 10, filename: str = "summary.md") -> Path | None:
+def write_summary(
+    sweep_dir: Path, top: int = 10, filename: str = runs.SWEEP_SUMMARY_FILE
+) -> Path | None:
     """Print the top-`top` table of the runs under `sweep_dir`; write it as `filename` there."""
-    from rnnlab import compare, runs
+    from rnnlab import compare  # not at the top: Hydra imports callbacks in every run
 
     if not sweep_dir.is_dir():
         log.warning("no end-of-sweep summary: %s does not exist", sweep_dir)
