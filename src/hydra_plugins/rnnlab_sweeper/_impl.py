@@ -44,16 +44,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
-    DiscreteUniformDistribution,
-    IntLogUniformDistribution,
-    IntUniformDistribution,
-    LogUniformDistribution,
-    UniformDistribution,
+    FloatDistribution,
+    IntDistribution,
 )
 from optuna.trial import TrialState
 
 from rnnlab import runs, secrets, sweeps
 from rnnlab.storage import STALE_AFTER_S, Heartbeat, open_storage, stale_trial_ids
+
+from .samplers import PerTrialSampler
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +106,9 @@ def distribution_from_override(override: Override) -> BaseDistribution | str:
             if step < 0:
                 low, high = high, low
             if all(isinstance(v, int) for v in (start, stop, step)):
-                return IntUniformDistribution(int(low), int(high), step=abs(int(step)))
-            return DiscreteUniformDistribution(
-                float(f"{low:.12g}"), float(f"{high:.12g}"), float(abs(step))
+                return IntDistribution(int(low), int(high), step=abs(int(step)))
+            return FloatDistribution(
+                float(f"{low:.12g}"), float(f"{high:.12g}"), step=float(abs(step))
             )
         if override.is_interval_sweep():
             assert isinstance(value, IntervalSweep)
@@ -126,14 +125,12 @@ def distribution_from_override(override: Override) -> BaseDistribution | str:
                 if low <= 0:
                     raise ValueError(f"a log scale needs a start > 0, not {low}")
                 return (
-                    IntLogUniformDistribution(low, high)
+                    IntDistribution(low, high, log=True)
                     if ints
-                    else LogUniformDistribution(float(low), float(high))
+                    else FloatDistribution(float(low), float(high), log=True)
                 )
             return (
-                IntUniformDistribution(low, high)
-                if ints
-                else UniformDistribution(float(low), float(high))
+                IntDistribution(low, high) if ints else FloatDistribution(float(low), float(high))
             )
     except (ValueError, TypeError, AssertionError) as e:
         raise SweepConfigError(f"search space {_text(override)}: {e}") from None
@@ -202,11 +199,11 @@ _ABSENT = object()
 def _grid_choices(name: str, dist: BaseDistribution) -> list[Any]:
     if isinstance(dist, CategoricalDistribution):
         return list(dist.choices)
-    if isinstance(dist, IntUniformDistribution):
+    if isinstance(dist, IntDistribution) and not dist.log:
         return list(range(dist.low, dist.high + 1, dist.step))
-    if isinstance(dist, DiscreteUniformDistribution):
-        n = round((dist.high - dist.low) / dist.q)
-        return [dist.low + i * dist.q for i in range(n + 1)]
+    if isinstance(dist, FloatDistribution) and dist.step is not None:
+        n = round((dist.high - dist.low) / dist.step)
+        return [float(f"{dist.low + i * dist.step:.12g}") for i in range(n + 1)]
     raise SweepConfigError(
         f"search space {name}: the grid sampler needs choice() or range(), not an interval"
     )
@@ -312,6 +309,7 @@ class RnnlabOptunaSweeperImpl:
         direction = self._direction()
         parallel = self._parallelism()
         width = self.n_jobs or parallel  # trials running at once
+        self._width = width
         if parallel > 1 and not any(
             k.lstrip("+~") == "trainer.num_threads" for k in [*space, *fixed]
         ):
@@ -363,16 +361,17 @@ class RnnlabOptunaSweeperImpl:
 
         def ask() -> optuna.trial.Trial:
             study = self._load_study(storage)
-            trial = study.ask()
-            study.sampler = self._sampler(trial.number, grid)
-            trial._init_relative_params()  # with the sampler seeded for this trial
-            for name, dist in space.items():
-                trial._suggest(name, dist)
+            study.sampler = PerTrialSampler(
+                lambda number: self._sampler(number, grid),
+                lambda frozen: storage.set_trial_user_attr(
+                    frozen._trial_id, "owner", sweeps.process_identity()
+                ),
+            )
+            trial = study.ask(fixed_distributions=space)
             if self.custom_search_space:
                 instantiate({"_target_": self.custom_search_space, "_partial_": True})(
                     self.config, trial
                 )
-            trial.set_user_attr("owner", sweeps.process_identity())
             self._heartbeat.add(trial._trial_id)
             trial.set_user_attr("pruner", pruner_spec)
             trial.set_user_attr("sweep_dir", str(self.sweep_dir))
@@ -546,9 +545,11 @@ class RnnlabOptunaSweeperImpl:
                 if cfg.get("_partial_") is not True
                 else instantiate(cfg)(grid)
             )
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
+        if "constant_liar" in cfg and cfg.constant_liar is None:
+            kwargs["constant_liar"] = self._width > 1
         seed = cfg.get("seed")
-        if seed is not None:
+        if seed is not None and not str(cfg.get("_target_")).endswith("QMCSampler"):
             # One seed per trial number: a resumed study does not replay the sampler's
             # first draws, and cooperating sweeps do not draw the same parameters.
             kwargs["seed"] = (int(seed) * 1_000_003 + number) % 2**32
@@ -978,8 +979,8 @@ def _quote(value: str) -> str:
 def _describe(dist: BaseDistribution) -> str:
     if isinstance(dist, CategoricalDistribution):
         return f"choice{tuple(dist.choices)}"
-    log_scale = isinstance(dist, LogUniformDistribution | IntLogUniformDistribution)
-    step = getattr(dist, "step", None) or getattr(dist, "q", None)
+    log_scale = bool(getattr(dist, "log", False))
+    step = getattr(dist, "step", None)
     return (
         f"{'log ' if log_scale else ''}[{dist.low}, {dist.high}]"  # type: ignore[attr-defined]
         + (f" step {step}" if step not in (None, 1) else "")

@@ -2,7 +2,10 @@
 
 The user-facing spelling is the stock optuna sweeper's (sampler, direction, storage,
 study_name, n_trials, n_jobs, params with choice/interval/range/tag(log, ...)), plus `pruner`,
-`resume` and `timeout`. Samplers are the stock plugin's `hydra/sweeper/sampler` options.
+`resume` and `timeout`. The `hydra/sweeper/sampler` group is ours, with the fields and names of
+hydra-optuna-sweeper 1.4 (optuna 4), so that it composes without that package and either
+sweeper can use it when both are installed (they then share the group: whichever plugin Hydra
+imports last provides it; the fields are the same).
 """
 
 from dataclasses import dataclass, field
@@ -10,6 +13,112 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+# --------------------------------------------------------------------------- samplers
+# `seed`: the sweeper derives one seed per trial number from it (a resumed or cooperating sweep
+# does not replay the same draws), except for qmc, whose seed scrambles the one sequence.
+
+
+@dataclass
+class TPESamplerConf:
+    _target_: str = "optuna.samplers.TPESampler"
+    seed: int | None = None
+    consider_prior: bool | None = None
+    prior_weight: float | None = None
+    consider_magic_clip: bool | None = None
+    consider_endpoints: bool | None = None
+    n_startup_trials: int = 10
+    n_ei_candidates: int = 24
+    # Model the parameters jointly (and, with group, per set of parameters that occur together,
+    # as with a conditional custom_search_space).
+    multivariate: bool = False
+    group: bool = False
+    warn_independent_sampling: bool | None = None
+    # Treat running trials as bad when suggesting, so that parallel trials spread out.
+    # null: on whenever trials run in parallel (n_jobs > 1 or a parallel launcher).
+    constant_liar: bool | None = None
+    constraints_func: Any | None = None
+
+
+@dataclass
+class RandomSamplerConf:
+    _target_: str = "optuna.samplers.RandomSampler"
+    seed: int | None = None
+
+
+@dataclass
+class GridSamplerConf:
+    _target_: str = "optuna.samplers.GridSampler"
+    # The grid (search_space) is built from hydra.sweeper.params: choice() and range() only.
+    _partial_: bool = True
+    seed: int | None = None
+
+
+@dataclass
+class CmaEsSamplerConf:
+    _target_: str = "optuna.samplers.CmaEsSampler"
+    seed: int | None = None
+    x0: dict[str, Any] | None = None
+    sigma0: float | None = None
+    n_startup_trials: int = 1
+    independent_sampler: Any | None = None
+    warn_independent_sampling: bool = True
+    consider_pruned_trials: bool = False
+    restart_strategy: Any | None = None
+    popsize: int | None = None
+    inc_popsize: int = -1
+    use_separable_cma: bool = False
+    with_margin: bool = False
+    lr_adapt: bool = False
+    source_trials: Any | None = None
+
+
+@dataclass
+class QMCSamplerConf:
+    _target_: str = "optuna.samplers.QMCSampler"
+    seed: int | None = None
+    qmc_type: str = "sobol"
+    scramble: bool = False
+    independent_sampler: Any | None = None
+    warn_asynchronous_seeding: bool = True
+    warn_independent_sampling: bool = True
+
+
+@dataclass
+class GPSamplerConf:
+    _target_: str = "optuna.samplers.GPSampler"
+    seed: int | None = None
+    independent_sampler: Any | None = None
+    n_startup_trials: int = 10
+    deterministic_objective: bool = False
+    constraints_func: Any | None = None
+    warn_independent_sampling: bool = True
+
+
+@dataclass
+class NSGAIISamplerConf:
+    _target_: str = "optuna.samplers.NSGAIISampler"
+    seed: int | None = None
+    population_size: int = 50
+    mutation_prob: float | None = None
+    crossover: Any | None = None
+    crossover_prob: float = 0.9
+    swapping_prob: float = 0.5
+    constraints_func: Any | None = None
+
+
+SAMPLERS = {
+    "tpe": TPESamplerConf,
+    "random": RandomSamplerConf,
+    "grid": GridSamplerConf,
+    "cmaes": CmaEsSamplerConf,
+    "qmc": QMCSamplerConf,
+    "gp": GPSamplerConf,
+    "nsgaii": NSGAIISamplerConf,
+}
+
+
+# --------------------------------------------------------------------------- pruners
 
 
 @dataclass
@@ -94,6 +203,8 @@ cs.store(
     node=RnnlabOptunaSweeperConf,
     provider="rnnlab_sweeper",
 )
+for name, node in SAMPLERS.items():
+    cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="rnnlab_sweeper")
 for name, node in (
     ("none", NopPrunerConf),
     ("median", MedianPrunerConf),
