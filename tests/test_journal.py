@@ -128,3 +128,31 @@ def test_four_sweeps_share_a_journal_study_then_sigkill_and_resume(
     assert killed.user_attrs["status"] == Status.INTERRUPTED
     assert "died" in killed.user_attrs["reason"]
     assert after[9].state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@pytest.mark.slow
+def test_trial_abandoned_on_another_host_fails_once_its_journal_heartbeat_stops(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Trials left RUNNING in the journal by a sweep on another host: the one whose heartbeat
+    stopped long ago is recorded as interrupted on resume, the one still beating is left
+    alone, and the new trial's sweep and job beat through the journal."""
+    url = f"journal://{tmp_path / 'shared' / 'study.log'}"
+    storage = open_storage(url)
+    study = optuna.create_study(study_name="j", storage=storage, direction="maximize")
+    elsewhere = {"host": "node-that-is-not-this-one", "pid": 4242, "start": "1"}
+    abandoned, alive = study.ask(), study.ask()
+    for t in (abandoned, alive):
+        t.set_user_attr("owner", elsewhere)
+    # As the other host's sweep wrote them: one beat long ago, one just now.
+    storage.set_trial_system_attr(abandoned._trial_id, HEARTBEAT_ATTR, time.time() - 3600)
+    storage.set_trial_system_attr(alive._trial_id, HEARTBEAT_ATTR, time.time())
+
+    _finish(_start(tmp_path, data_dir, url, "resume", "hydra.sweeper.n_trials=1"))
+    trials = _trials(url)
+    assert trials[0].state == TrialState.FAIL
+    assert trials[0].user_attrs["status"] == Status.INTERRUPTED
+    assert "no heartbeat" in trials[0].user_attrs["reason"]
+    assert trials[1].state == TrialState.RUNNING
+    assert trials[2].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert isinstance(trials[2].system_attrs.get(HEARTBEAT_ATTR), float)
