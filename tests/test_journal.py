@@ -156,3 +156,13 @@ def test_trial_abandoned_on_another_host_fails_once_its_journal_heartbeat_stops(
     assert trials[1].state == TrialState.RUNNING
     assert trials[2].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert isinstance(trials[2].system_attrs.get(HEARTBEAT_ATTR), float)
+
+
+@pytest.mark.slow
+def test_relative_journal_path_fails_in_one_line(tmp_path: Path, data_dir: Path) -> None:
+    proc = _start(tmp_path, data_dir, "journal://rel/study.log", "s", "hydra.sweeper.n_trials=1")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "journal://rel/study.log: a journal storage needs an absolute path" in out
+    assert "Traceback" not in out
+    assert not (tmp_path / "rel").exists()
