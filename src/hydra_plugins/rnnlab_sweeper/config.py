@@ -119,6 +119,8 @@ SAMPLERS = {
 
 
 # --------------------------------------------------------------------------- pruners
+# A pruner's settings live here, not in the search configs (conf/hparams_search), so that
+# every pruner choice composes with every search config.
 
 
 @dataclass
@@ -134,8 +136,9 @@ class MedianPrunerConf:
     _target_: str = "optuna.pruners.MedianPruner"
     # Completed trials needed before anything is pruned.
     n_startup_trials: int = 5
-    # Epochs a trial always runs before it may be pruned (epochs count from 1).
-    n_warmup_steps: int = 1
+    # Epochs a trial always runs before it may be pruned (epochs count from 1): the first
+    # epoch of an RNN says little about where it ends up.
+    n_warmup_steps: int = 2
     interval_steps: int = 1
     n_min_trials: int = 1
 
@@ -152,7 +155,8 @@ class SuccessiveHalvingPrunerConf:
 @dataclass
 class HyperbandPrunerConf:
     _target_: str = "optuna.pruners.HyperbandPruner"
-    min_resource: int = 1
+    # Epochs every trial runs before the first cut.
+    min_resource: int = 2
     # "auto": the number of epochs of the first completed trial.
     max_resource: Any = "auto"
     reduction_factor: int = 3
@@ -169,8 +173,10 @@ class RnnlabOptunaSweeperConf:
 
     sampler: Any = MISSING
     pruner: Any = MISSING
-    # maximize or minimize; null: follow optimized_metric (val/acc: maximize, val/loss: minimize).
-    direction: str | None = None
+    # maximize or minimize, or a list of them (a multi-objective study: the app returns that
+    # many values); null: follow optimized_metric (val/acc: maximize, val/loss: minimize),
+    # else minimize (the stock sweeper's default).
+    direction: Any = None
     # SQLAlchemy URL of the study; null: sqlite:///<paths.output_root>/optuna/<study_name>.db.
     # A password in it is masked in every file and log the sweep writes.
     storage: str | None = None
@@ -194,6 +200,11 @@ class RnnlabOptunaSweeperConf:
     params: dict[str, str] | None = None
     # Dotpath of a callable(cfg, trial) that suggests more parameters (as upstream).
     custom_search_space: str | None = None
+    # More objectives, read from each run's summary.json after the value(s) the app returns
+    # (e.g. [num_params] with direction: [maximize, minimize]).
+    summary_objectives: list[str] = field(default_factory=list)
+    # Deprecated (the stock sweeper's old name for params): still read, with a warning.
+    search_space: dict[str, Any] | None = None
 
 
 cs = ConfigStore.instance()

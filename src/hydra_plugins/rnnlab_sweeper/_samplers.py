@@ -1,14 +1,21 @@
-"""A sampler built afresh for each trial, so that each trial can have a seed of its own."""
+"""The sampler: built from hydra.sweeper.sampler afresh for each trial (a seed of its own)."""
 
 from __future__ import annotations
 
+import importlib.util
+import warnings
 from collections.abc import Callable
 from typing import Any
 
+import optuna
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
+
+from ._errors import SweepConfigError
 
 
 class PerTrialSampler(BaseSampler):
@@ -65,3 +72,38 @@ class PerTrialSampler(BaseSampler):
         values: list[float] | None,
     ) -> None:
         self.inner.after_trial(study, trial, state, values)
+
+
+def build_sampler(
+    cfg: DictConfig, number: int, grid: dict[str, list[Any]] | None, parallel: bool
+) -> BaseSampler:
+    """The configured sampler (hydra.sweeper.sampler) for trial `number`.
+
+    `seed` gives one seed per trial number, so a resumed study does not replay the sampler's
+    first draws and cooperating sweeps do not draw the same parameters; QMC keeps the one seed
+    (it scrambles the whole sequence). TPE's constant_liar: null means on when `parallel`.
+    """
+    target = str(cfg.get("_target_", ""))
+    kwargs: dict[str, Any] = {}
+    if "constant_liar" in cfg and cfg.constant_liar is None:
+        kwargs["constant_liar"] = parallel
+    seed = cfg.get("seed")
+    if seed is not None and not target.endswith("QMCSampler"):
+        kwargs["seed"] = (int(seed) * 1_000_003 + number) % 2**32
+    if target.endswith("CmaEsSampler"):
+        _require("cmaes", "hydra/sweeper/sampler=cmaes")
+    if target.endswith(("GPSampler", "QMCSampler")):
+        _require("scipy", f"hydra/sweeper/sampler={target.rsplit('.', 1)[-1]}")
+    with warnings.catch_warnings():
+        # Optuna warns that a sampler (or argument) is experimental on every construction.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if grid is not None:
+            if cfg.get("_partial_") is True:
+                return instantiate(cfg, **kwargs)(grid)
+            return instantiate(cfg, search_space=grid, **kwargs)
+        return instantiate(cfg, **kwargs)
+
+
+def _require(module: str, what: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise SweepConfigError(f"{what} needs the Python package {module}: pip install {module}")
