@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from rnnlab import cli, secrets
 from rnnlab.dashboard import DEFAULT_DIR
 
 REPO = Path(__file__).resolve().parents[1]
+OLD_STUDY_SQL = REPO / "tests" / "fixtures" / "optuna-2.10-study.sql"  # written by optuna 2.10
 STATE_NAMES = {
     optuna.trial.TrialState.COMPLETE: "Complete",
     optuna.trial.TrialState.PRUNED: "Pruned",
@@ -243,3 +245,45 @@ def test_dashboard_without_the_package_names_the_extra(tmp_path: Path) -> None:
     assert proc.stderr == (
         "rnnlab: error: rnnlab dashboard needs optuna-dashboard: pip install -e '.[dashboard]'\n"
     )
+
+
+def test_dashboard_refuses_a_study_of_an_older_optuna_without_touching_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as db:
+        db.executescript(OLD_STUDY_SQL.read_text())
+    before = old.read_bytes()
+    err = _error(capsys, str(old))
+    assert f"{old}: the study file has the schema of an older optuna" in err
+    assert f"optuna storage upgrade --storage sqlite:///{old}" in err
+    assert old.read_bytes() == before
+
+
+def test_default_port_taken_falls_back_to_a_free_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnnlab import dashboard
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        monkeypatch.setattr(dashboard, "DEFAULT_PORT", busy)
+        server = dashboard._bind("127.0.0.1", None)
+        try:
+            assert server.server_address[0] == "127.0.0.1"
+            assert server.server_address[1] not in (busy, 0)
+        finally:
+            server.server_close()
+        with pytest.raises(dashboard.DashboardError, match=rf"^--port {busy}: cannot listen"):
+            dashboard._bind("127.0.0.1", busy)
+
+
+def test_unreachable_database_fails_in_one_line_without_its_password(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    err = _error(capsys, f"postgresql://rnn:s3cret@127.0.0.1:{port}/db")
+    assert f"postgresql://rnn:***@127.0.0.1:{port}/db: " in err
+    assert "s3cret" not in err

@@ -14,6 +14,7 @@ one even when it was picked by the system. optuna-dashboard comes with the `dash
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import signal
 import socket
@@ -171,11 +172,6 @@ def open_dashboard_storage(url: str) -> Any:
         raise
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "optuna storage upgrade" in str(e):
-            first = (
-                "written by an older optuna; upgrade it (one way: older optuna versions cannot "
-                f"read it afterwards) with: optuna storage upgrade --storage '{masked}'"
-            )
         raise DashboardError(f"{masked}: {secrets.mask_url(first)}") from None
     if not studies:
         raise DashboardError(f"{masked}: no optuna study in it")
@@ -183,14 +179,28 @@ def open_dashboard_storage(url: str) -> Any:
 
 
 def _check_optuna_sqlite(file: Path) -> None:
-    # optuna's RDBStorage creates its tables in any database it opens: check first, read-only.
+    # optuna's RDBStorage creates its tables in any database it opens, even one of an older
+    # schema that it then refuses: look first, read-only.
     try:
-        with sqlite3.connect(f"file:{file}?mode=ro", uri=True) as db:
+        with contextlib.closing(sqlite3.connect(f"file:{file}?mode=ro", uri=True)) as db:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            version = None
+            if "alembic_version" in tables:
+                version = db.execute("SELECT version_num FROM alembic_version").fetchone()
     except sqlite3.DatabaseError as e:
         raise DashboardError(f"{file}: not a readable SQLite database ({e})") from None
     if "studies" not in tables:
         raise DashboardError(f"{file}: a SQLite database, but not an optuna study (no studies)")
+    import optuna
+
+    # The schema version this optuna writes: a new in-memory storage is created at the head.
+    head = optuna.storages.RDBStorage("sqlite:///:memory:").get_current_version()
+    if version is not None and version[0] != head:
+        raise DashboardError(
+            f"{file}: the study file has the schema of an older optuna ({version[0]}; optuna "
+            f"{optuna.__version__} needs {head}); upgrade it once (older optuna versions "
+            f"cannot read it afterwards) with: optuna storage upgrade --storage sqlite:///{file}"
+        )
 
 
 class _Server(ThreadingMixIn, WSGIServer):
