@@ -155,7 +155,7 @@ def _journal_stale_trial_ids(storage: Any, study_id: int, now: float) -> set[int
     for t in running:
         beat = t.system_attrs.get(HEARTBEAT_ATTR)
         if isinstance(beat, int | float) and now - min(beat, now) > STALE_AFTER_S:
-            stale.add(t._trial_id)
+            stale.add(t._trial_id)  # the storage id: FrozenTrial has no public accessor
     return stale
 
 
