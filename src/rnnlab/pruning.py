@@ -20,6 +20,7 @@ import math
 import os
 import signal
 import threading
+import warnings
 from typing import Any
 
 from rnnlab import secrets, sweeps
@@ -38,7 +39,10 @@ class TrialReporter:
     def __init__(self, study_name: str, trial_id: int, storage_url: str) -> None:
         import optuna
 
-        storage = open_storage(storage_url)
+        with warnings.catch_warnings():
+            # heartbeat_interval is "experimental" (since optuna 2.9): noise in every trial's log.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = open_storage(storage_url)
         self._storage = storage
         attrs = storage.get_trial(trial_id).user_attrs
         study = optuna.load_study(

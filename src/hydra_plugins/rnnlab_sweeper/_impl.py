@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +99,9 @@ class RnnlabOptunaSweeperImpl:
         self.custom_search_space = custom_search_space
         self.summary_objectives = list(summary_objectives or [])
         self.job_idx = 0
+        self.counts: Counter[str] = Counter()  # this sweep's trials by status
+        self.first_error: str | None = None  # of this sweep's trials
+        self.stopped: str | None = None  # why max_failure_rate stopped the sweep
 
     # ---------------------------------------------------------------- setup
 
@@ -121,17 +125,19 @@ class RnnlabOptunaSweeperImpl:
         self.masked_storage = secrets.mask_url(self.storage_url)
         # Restored when the sweep ends: the calling process gets back what it had.
         self._saved_argv = list(sys.argv)
-        self._saved_env = os.environ.get(secrets.STORAGE_ENV)
+        self._saved_env = dict(os.environ)
         # Before the launcher exists: it keeps `config`, and every job's hydra.yaml is
         # recomposed from hydra.overrides.hydra, so both must hold the masked URL only. The
         # jobs find the real URL in the environment.
         os.environ[secrets.STORAGE_ENV] = self.storage_url
-        with read_write(config), open_dict(config):
+        with _writable(config, "hydra", "hydra.sweeper", "hydra.overrides", "hydra.job.config"):
             config.hydra.sweeper.storage = self.masked_storage
             config.hydra.sweeper.study_name = self.study_name
+            # Unresolved: Hydra resolves interpolations in them (e.g.
+            # hydra.sweep.subdir=${hydra.job.override_dirname}) per job, not here.
             kept = [
                 o
-                for o in config.hydra.overrides.hydra
+                for o in OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)
                 if not o.lstrip("+~").startswith(
                     ("hydra.sweeper.storage=", "hydra.sweeper.study_name=")
                 )
@@ -159,11 +165,11 @@ class RnnlabOptunaSweeperImpl:
         try:
             self._sweep(arguments)
         finally:
+            # Also what the launcher changed (joblib sets KMP_INIT_AT_FORK).
             sys.argv[:] = self._saved_argv
-            if self._saved_env is None:
-                os.environ.pop(secrets.STORAGE_ENV, None)
-            else:
-                os.environ[secrets.STORAGE_ENV] = self._saved_env
+            for key in set(os.environ) - set(self._saved_env):
+                del os.environ[key]
+            os.environ.update(self._saved_env)
 
     def _sweep(self, arguments: list[str]) -> None:
         params = [f"{k}={v}" for k, v in (self.params or {}).items()]
@@ -201,9 +207,7 @@ class RnnlabOptunaSweeperImpl:
         self._write(runs.MULTIRUN_FILE, OmegaConf.to_yaml(self.config))
         self._log_plan(study, n_trials)
 
-        self.counts: Counter[str] = Counter()
-        self.first_error: str | None = None
-        self.stopped: str | None = None
+        self.first_error = None  # not the recovered trials' errors
         try:
             with _sigterm_raises():
                 self._run(n_trials)
@@ -252,6 +256,7 @@ class RnnlabOptunaSweeperImpl:
                     if room <= 0 or (running and not self.pipelined):
                         break
                     if self._stop_launching(started):
+                        n_trials = launched
                         break
                     size = 1 if self.pipelined else min(room, n_trials - launched)
                     group = [self._ask() for _ in range(size)]
@@ -280,7 +285,10 @@ class RnnlabOptunaSweeperImpl:
                 trial_id(frozen), "owner", sweeps.process_identity()
             ),
         )
-        trial = study.ask(fixed_distributions=self.space)
+        with warnings.catch_warnings():
+            # Heartbeats are ours (rnnlab.storage.Heartbeat), not Study.optimize's.
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            trial = study.ask(fixed_distributions=self.space)
         self.heartbeat.add(trial_id(trial))
         try:
             if self.custom is not None:
@@ -495,6 +503,17 @@ class RnnlabOptunaSweeperImpl:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _writable(config: DictConfig, *keys: str) -> Iterator[None]:
+    """`config` and its nodes at `keys` writable and open (Hydra 1.4 marks nodes read-only
+    one by one, so the root's flag is not enough)."""
+    with contextlib.ExitStack() as stack:
+        for node in (config, *(OmegaConf.select(config, k) for k in keys)):
+            stack.enter_context(read_write(node))
+            stack.enter_context(open_dict(node))
+        yield
 
 
 @contextlib.contextmanager

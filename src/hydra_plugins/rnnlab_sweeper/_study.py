@@ -10,6 +10,7 @@ import os
 import signal
 import sqlite3
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,10 @@ def open_study_storage(url: str) -> Any:
     check_schema(url)
     for attempt in range(6):
         try:
-            return open_storage(url)
+            with warnings.catch_warnings():
+                # heartbeat_interval is "experimental" (since optuna 2.9): said once per call.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return open_storage(url)
         except Exception as e:
             racing = any(m in str(e) for m in _RACING)
             if not racing or attempt == 5:

@@ -8,6 +8,7 @@ sweeper can use it when both are installed (they then share the group: whichever
 imports last provides it; the fields are the same).
 """
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,8 +215,12 @@ cs.store(
     node=RnnlabOptunaSweeperConf,
     provider="rnnlab_sweeper",
 )
-for name, node in SAMPLERS.items():
-    cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="rnnlab_sweeper")
+# The stock plugin registers the same group with the same fields: with it installed, its
+# entries are used (Hydra 1.4 warns about, and 1.5 refuses, a second registration). Its tpe
+# has constant_liar: false, where ours turns it on for parallel trials.
+if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+    for name, node in SAMPLERS.items():
+        cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="rnnlab_sweeper")
 for name, node in (
     ("none", NopPrunerConf),
     ("median", MedianPrunerConf),
