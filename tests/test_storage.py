@@ -100,6 +100,8 @@ def test_journal_heartbeat_recorded_and_stale_detection(
     assert st.stale_trial_ids(storage, study._study_id) == set()
 
 
+# optuna warns on study.ask() that heartbeats are meant for Study.optimize; the sweeper asks.
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
 def test_sqlite_heartbeat_recorded_and_stale_detection(tmp_path: Path) -> None:
     """Also the seam to optuna's private RDBStorage._get_stale_trial_ids: if optuna renames it
     or changes what it returns, this fails."""
