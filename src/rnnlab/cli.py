@@ -58,10 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="rnnlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     # Imported here, not at the top: train.py uses this module and needs none of it.
-    from rnnlab import compare
+    from rnnlab import compare, dashboard
 
     commands: dict[str, Callable[[argparse.Namespace], int | None]] = {
         "compare": compare.add_parser(sub),
+        "dashboard": dashboard.add_parser(sub),
     }
     args = parser.parse_args(argv)
     sys.exit(commands[args.command](args) or 0)

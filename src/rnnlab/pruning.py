@@ -6,7 +6,10 @@ study from the shared storage, reports the optimised metric after every epoch an
 study's pruner (stored on the trial by the sweeper) whether to stop.
 
 Reporting must never break training: if the storage cannot be reached the run goes on
-without pruning and says so once in its log.
+without pruning and says so once in its log. A job whose sweep process is gone (kill -9 of a
+joblib sweep) stops itself, as if it had been sent SIGTERM: nobody would record its result.
+
+optuna is imported only when a trial reports (plain runs never import it).
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import signal
+import threading
+import warnings
 from typing import Any
 
 from rnnlab import secrets, sweeps
@@ -21,30 +28,33 @@ from rnnlab.storage import Heartbeat, open_storage
 
 log = logging.getLogger(__name__)
 
+# Seconds between two checks that the sweep process is still alive.
+WATCH_S = 2.0
+
 
 class TrialReporter:
-    """Reports the optimised metric after each epoch and says whether to stop early."""
-
-    def should_prune(self, epoch: int, value: float) -> bool:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-
-class OptunaTrialReporter(TrialReporter):
-    """Reports to trial `trial_id` of an Optuna study in an RDB storage."""
+    """Reports the optimised metric of trial `trial_id` after each epoch and says whether to
+    stop early."""
 
     def __init__(self, study_name: str, trial_id: int, storage_url: str) -> None:
         import optuna
 
-        storage = open_storage(storage_url)
+        with warnings.catch_warnings():
+            # heartbeat_interval is "experimental" (since optuna 2.9): noise in every trial's log.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = open_storage(storage_url)
         self._storage = storage
-        self._trial_id = trial_id
         attrs = storage.get_trial(trial_id).user_attrs
-        pruner = _build_pruner(attrs.get("pruner"))
-        study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
+        study = optuna.load_study(
+            study_name=study_name,
+            storage=storage,
+            # The sampler is never used here; RandomSampler is the cheapest to build.
+            sampler=optuna.samplers.RandomSampler(),
+            pruner=_build_pruner(attrs.get("pruner")),
+        )
         self._trial = optuna.trial.Trial(study, trial_id)
+        # Optuna prunes single-objective studies only.
+        self._broken = len(study.directions) > 1
         # Tell the sweeper which process and folder this trial is, so that a sweep resumed
         # after a crash can find the run dir and check whether the job is still alive.
         self._trial.set_user_attr("job", sweeps.process_identity())
@@ -54,7 +64,12 @@ class OptunaTrialReporter(TrialReporter):
         # Beats while the job trains, so a sweep on another host can tell it is still alive.
         self._heartbeat = Heartbeat(storage)
         self._heartbeat.add(trial_id)
-        self._broken = False
+        self._closed = threading.Event()
+        owner = attrs.get("owner")
+        if owner and owner.get("pid") != os.getpid():
+            threading.Thread(
+                target=self._watch, args=(owner,), name="watch-sweep", daemon=True
+            ).start()
 
     def should_prune(self, epoch: int, value: float) -> bool:
         if self._broken or not math.isfinite(value):
@@ -73,9 +88,22 @@ class OptunaTrialReporter(TrialReporter):
             return False
 
     def close(self) -> None:
+        self._closed.set()
         self._heartbeat.stop()
         with contextlib.suppress(Exception):
             self._storage.remove_session()
+
+    def _watch(self, owner: dict[str, Any]) -> None:
+        """Stop this job (SIGTERM: the run records itself as interrupted) once the sweep
+        process that launched it has died on this host."""
+        while not self._closed.wait(WATCH_S):
+            if sweeps.process_alive(owner) is False:
+                log.warning(
+                    "the sweep process %s that runs this trial is gone: stopping",
+                    owner.get("pid"),
+                )
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
 
 
 def reporter_from_config(trial_cfg: Any) -> TrialReporter | None:
@@ -91,7 +119,7 @@ def reporter_from_config(trial_cfg: Any) -> TrialReporter | None:
                 secrets.STORAGE_ENV,
             )
             return None
-        return OptunaTrialReporter(str(trial_cfg["study_name"]), int(trial_cfg["trial_id"]), url)
+        return TrialReporter(str(trial_cfg["study_name"]), int(trial_cfg["trial_id"]), url)
     except Exception as e:
         log.warning(
             "cannot report to the Optuna study (%s); no pruning for this run",

@@ -1,10 +1,28 @@
-"""The Optuna storage a sweep and its trials share, and the trials' heartbeats in it."""
+"""The Optuna storage a sweep and its trials share, and the trials' heartbeats in it.
+
+Two kinds of storage, one API (`open_storage`, `record_heartbeat`, `Heartbeat`,
+`stale_trial_ids`), so the sweeper and the jobs never ask which one they have:
+
+- a database URL (`sqlite:///...`, `postgresql://...`): optuna's RDBStorage, whose own heartbeat
+  table records each beat with the database server's clock;
+- `journal:///abs/path/study.log`: optuna's JournalStorage on an append-only file, for several
+  machines sharing a filesystem (NFS, Lustre, ...) without a database server. The path after
+  `journal://` must be absolute (hence three slashes): the sweep and its jobs, possibly on other
+  nodes with other working directories, must all open the same file. JournalStorage has no
+  heartbeat support (optuna 4 implements BaseHeartbeat for RDBStorage only), so a beat is a
+  trial system attribute HEARTBEAT_ATTR holding the writer's wall-clock time (see
+  `_journal_stale_trial_ids` for how clock skew between hosts is handled).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
+import time
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,45 +33,130 @@ log = logging.getLogger(__name__)
 # Seconds a SQLite connection waits for another process's write lock before it gives up:
 # parallel trials and cooperating sweeps all write to the same file.
 SQLITE_TIMEOUT_S = 120
-# A running trial's heartbeat is recorded in the storage (with the database's clock) this often,
-# by its sweep process while the trial waits or runs and by the job while it trains. A trial
-# left RUNNING whose processes are on another host counts as abandoned once its last beat is
-# older than STALE_AFTER_S; on this host the sweeper checks the processes themselves.
+# A running trial's heartbeat is recorded in the storage this often, by its sweep process while
+# the trial waits or runs and by the job while it trains. A trial left RUNNING whose processes
+# are on another host counts as abandoned once its last beat is older than STALE_AFTER_S; on
+# this host the sweeper checks the processes themselves.
 HEARTBEAT_S = 30
 STALE_AFTER_S = 600
+
+JOURNAL_SCHEME = "journal://"
+# The journal storage's heartbeat: a trial system attribute (not a user attribute, so it stays
+# out of trials.csv and the user attributes shown by optuna-dashboard), seconds since the epoch.
+HEARTBEAT_ATTR = "rnnlab:heartbeat"
+
+
+def journal_path(url: str) -> Path | None:
+    """The journal file a `journal:///abs/path` URL names; None for any other URL."""
+    if not url.startswith(JOURNAL_SCHEME):
+        return None
+    path = url[len(JOURNAL_SCHEME) :]
+    if not path.startswith("/"):
+        raise ValueError(
+            f"{url}: a journal storage needs an absolute path, as in "
+            "journal:///shared/fs/study.log (three slashes)"
+        )
+    return Path(path)
 
 
 @functools.lru_cache(maxsize=8)
 def open_storage(url: str) -> Any:
-    """An optuna RDBStorage for `url`; for SQLite the folder is created and writers wait.
+    """The optuna storage for `url` (see the module docstring); its folder is created.
 
     One per URL and process: trials run in the sweep's process by the basic launcher would
-    otherwise each leave a connection pool behind.
+    otherwise each leave a connection pool behind (or replay the journal again).
     """
+    path = journal_path(url)
+    if path is not None:
+        return _open_journal(url, path)
     import optuna
 
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///") :]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        file = url[len("sqlite:///") :]
+        if file and file != ":memory:":
+            Path(file).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
     else:
         engine_kwargs["pool_pre_ping"] = True
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=HEARTBEAT_S,
-        grace_period=STALE_AFTER_S,
-    )
+    with warnings.catch_warnings():
+        # heartbeat_interval is "experimental" since optuna 2.x; it warns on every open.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=STALE_AFTER_S,
+        )
+
+
+def _open_journal(url: str, path: Path) -> Any:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The lock is a separate file created with open(O_CREAT | O_EXCL), which is atomic on local
+    # filesystems and on NFSv3+ (every NFS in use today), Lustre, GPFS and SMB mounts, and needs
+    # no symlinks (optuna's default JournalFileSymlinkLock does, which some shared mounts and
+    # Windows refuse). A lock left by a killed writer is broken after 30 s without change.
+    backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+    try:
+        return JournalStorage(backend)
+    except (ValueError, KeyError, TypeError) as e:  # a line that is not JSON or not a log
+        raise ValueError(
+            f"{url}: not an optuna journal file ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
+
+
+def is_journal(storage: Any) -> bool:
+    from optuna.storages import JournalStorage
+
+    return isinstance(storage, JournalStorage)
+
+
+def record_heartbeat(storage: Any, trial_id: int) -> None:
+    """Record that trial `trial_id` is alive now; a trial already finished is left alone."""
+    if not is_journal(storage):
+        storage.record_heartbeat(trial_id)
+        return
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    if storage.get_trial(trial_id).state.is_finished():
+        return
+    # It may be finished by another process between the check and the write.
+    with contextlib.suppress(UpdateFinishedTrialError):
+        storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
 
 
 def stale_trial_ids(storage: Any, study_id: int) -> set[int]:
     """RUNNING trials of the study whose last heartbeat is older than STALE_AFTER_S (trials that
     never recorded one, e.g. from before heartbeats, are not included)."""
-    # optuna 2.10 has no public way to find them without failing them, and we record failed
-    # trials ourselves (reason, run dir); the hydra-optuna-sweeper pin keeps optuna at 2.10.x.
+    if is_journal(storage):
+        return _journal_stale_trial_ids(storage, study_id, time.time())
+    # optuna has no public way to find stale trials without failing them (fail_stale_trials),
+    # and the sweeper records failed trials itself (reason, run dir, interrupted summary);
+    # tests/test_storage.py checks that this private method still answers as we expect.
     return set(storage._get_stale_trial_ids(study_id))
+
+
+def _journal_stale_trial_ids(storage: Any, study_id: int, now: float) -> set[int]:
+    """Clock skew: a beat carries its writer's wall clock and is compared with the reader's.
+    A writer behind the reader by d makes its trial look d seconds older, so a live trial is
+    never taken for stale unless clocks disagree by more than STALE_AFTER_S - HEARTBEAT_S
+    (9.5 minutes; NTP keeps cluster nodes within milliseconds). A writer ahead makes a dead
+    trial look younger: its beat, even one from the future, counts as at most `now`, so
+    recovery comes late by the skew, never early."""
+    from optuna.trial import TrialState
+
+    running: Iterable[Any] = storage.get_all_trials(
+        study_id, deepcopy=False, states=(TrialState.RUNNING,)
+    )
+    stale = set()
+    for t in running:
+        beat = t.system_attrs.get(HEARTBEAT_ATTR)
+        if isinstance(beat, int | float) and now - min(beat, now) > STALE_AFTER_S:
+            stale.add(t._trial_id)  # the storage id: FrozenTrial has no public accessor
+    return stale
 
 
 class Heartbeat:
@@ -95,7 +198,7 @@ class Heartbeat:
 
     def _beat(self, trial_id: int) -> None:
         try:
-            self._storage.record_heartbeat(trial_id)
+            record_heartbeat(self._storage, trial_id)
         except Exception as e:
             if not self._warned:
                 self._warned = True

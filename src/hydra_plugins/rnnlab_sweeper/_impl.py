@@ -1,218 +1,61 @@
 """The rnnlab_optuna sweep loop.
 
-Per trial: ask the study, launch a Hydra job with the trial's parameters and a `trial={...}`
-override (so the job can report per epoch and be pruned), then read the job's summary.json
-and tell the study what happened. With a launcher that runs jobs in processes of their own,
-a new trial starts whenever one ends; otherwise trials go in batches, as Hydra's do. Failed,
-diverged, pruned and interrupted trials are recorded with their reason and the sweep goes
-on; nothing non-finite ever reaches Optuna. At the end: counts by status, the best trial,
-optimization_results.yaml and trials.csv in the sweep dir.
+Per trial: ask the study, launch a Hydra job with the trial's parameters (and, for an rnnlab
+app, a `trial={...}` override so the job can report per epoch and be pruned), then read the
+job's return and summary.json and tell the study what happened. With a launcher that runs jobs
+in processes of their own, a new trial starts whenever one ends; otherwise trials go in
+batches, as Hydra's do. Failed, diverged, pruned and interrupted trials are recorded with their
+reason and the sweep goes on. At the end: counts by status, the best trial (or the Pareto
+front), optimization_results.yaml and trials.csv in the sweep dir.
+
+Parts: space (overrides <-> distributions), samplers, study (open, create, resume, recover),
+outcome (a job -> the trial's state), results (the sweep folder's files).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import logging
 import math
 import os
 import queue
+import signal
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import (
-    ChoiceSweep,
-    IntervalSweep,
-    Override,
-    RangeSweep,
-    Transformer,
-)
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import CompactHydraException
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    DiscreteUniformDistribution,
-    IntLogUniformDistribution,
-    IntUniformDistribution,
-    LogUniformDistribution,
-    UniformDistribution,
-)
-from optuna.trial import TrialState
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
 from rnnlab import runs, secrets, sweeps
-from rnnlab.storage import STALE_AFTER_S, Heartbeat, open_storage, stale_trial_ids
+from rnnlab.runs import Direction, Status
+from rnnlab.storage import Heartbeat
+
+from . import _outcome as outcome
+from . import _space as space
+from . import _study as studies
+from ._errors import SweepConfigError, SweepFailed, SweepInterrupted
+from ._optuna_seams import trial_id
+from ._samplers import PerTrialSampler, build_sampler
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("completed", "diverged", "pruned", "failed", "interrupted")
-_WORST = {"maximize": 0.0, "minimize": 1e9}
-_DIRECTIONS = {"val/acc": "maximize", "val/loss": "minimize"}
+# Keys only rnnlab's train config has: the sweeper sets them only where the app has them too.
+TRIAL_KEY = "trial"
+THREADS_KEY = "trainer.num_threads"
+# Statuses that count against max_failure_rate.
+_FAILURES = (Status.FAILED, Status.INTERRUPTED)
 
-
-class SweepConfigError(CompactHydraException):
-    """A mistake in the sweep's config: printed as one line, before any trial runs."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(f"rnnlab: error: {secrets.mask_url(message)}")
-
-
-# --------------------------------------------------------------------------- search space
-
-
-def distribution_from_override(override: Override) -> BaseDistribution | str:
-    """The Optuna distribution of a sweep override, or the value of a plain one.
-
-    Unlike the stock plugin, range(a, b) never samples b (it is Python's and Hydra's range).
-    """
-    if not override.is_sweep_override():
-        return override.get_value_element_as_str()
-    value = override.value()
-    try:
-        if override.is_choice_sweep():
-            assert isinstance(value, ChoiceSweep)
-            choices = list(override.sweep_iterator(transformer=Transformer.encode))
-            if not choices:
-                raise ValueError("choice() needs at least one option")
-            return CategoricalDistribution(choices)
-        if override.is_range_sweep():
-            assert isinstance(value, RangeSweep)
-            if value.step is None or value.step == 0:
-                raise ValueError("range() needs a non-zero step")
-            start, stop, step = value.start, value.stop, value.step
-            # Count the values ourselves: Hydra's float range can reach the excluded end
-            # through rounding (0.1 + 0.1 + 0.1 < 0.4 gives a fourth value, ~0.4).
-            n = math.ceil((stop - start) / step - 1e-9)
-            if n <= 0:
-                raise ValueError(
-                    f"range({start}, {stop}) is empty (the end is excluded, as in Python)"
-                )
-            if value.shuffle:
-                return CategoricalDistribution(
-                    list(override.sweep_iterator(transformer=Transformer.encode))
-                )
-            low, high = start, start + (n - 1) * step
-            if step < 0:
-                low, high = high, low
-            if all(isinstance(v, int) for v in (start, stop, step)):
-                return IntUniformDistribution(int(low), int(high), step=abs(int(step)))
-            return DiscreteUniformDistribution(
-                float(f"{low:.12g}"), float(f"{high:.12g}"), float(abs(step))
-            )
-        if override.is_interval_sweep():
-            assert isinstance(value, IntervalSweep)
-            low, high = value.start, value.end
-            if low is None or high is None or low > high:
-                raise ValueError(f"interval({low}, {high}): the start must not exceed the end")
-            unknown = set(value.tags) - {"log"}
-            if unknown:
-                raise ValueError(
-                    f"unknown tag {sorted(unknown)}; only tag(log, interval(...)) is understood"
-                )
-            ints = isinstance(low, int) and isinstance(high, int)
-            if "log" in value.tags:
-                if low <= 0:
-                    raise ValueError(f"a log scale needs a start > 0, not {low}")
-                return (
-                    IntLogUniformDistribution(low, high)
-                    if ints
-                    else LogUniformDistribution(float(low), float(high))
-                )
-            return (
-                IntUniformDistribution(low, high)
-                if ints
-                else UniformDistribution(float(low), float(high))
-            )
-    except (ValueError, TypeError, AssertionError) as e:
-        raise SweepConfigError(f"search space {_text(override)}: {e}") from None
-    raise SweepConfigError(
-        f"search space {_text(override)}: this sweep is not "
-        "supported; use choice(...), range(...), interval(...) or "
-        "tag(log, interval(...))"
-    )
-
-
-def _text(override: Override) -> str:
-    return override.input_line or override.get_key_element()
-
-
-def parse_search_space(
-    overrides: list[str],
-    config: DictConfig,
-    group_options: Any,
-) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
-    """(distributions, fixed values) of the sweep; unknown keys and bad ranges raise."""
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as e:
-        raise SweepConfigError(f"search space: {str(e).splitlines()[0]}") from None
-    space: dict[str, BaseDistribution] = {}
-    fixed: dict[str, str] = {}
-    choices = config.hydra.runtime.choices
-    for override in parsed:
-        key = override.get_key_element()
-        name = override.key_or_group
-        dist = distribution_from_override(override)
-        if (
-            name in choices
-            or override.is_delete()
-            or name.startswith("hydra")
-            or override.is_add()
-            or override.is_force_add()
-        ):
-            pass
-        elif OmegaConf.select(config, name, default=_ABSENT, throw_on_missing=False) is _ABSENT:
-            raise SweepConfigError(
-                f"search space {key}: no such key in the config (a typo? "
-                "new keys need a leading '+')"
-            )
-        if name in choices and isinstance(dist, CategoricalDistribution):
-            options = group_options(name)
-            bad = [c for c in dist.choices if str(c) not in options and c is not None]
-            if bad:
-                raise SweepConfigError(
-                    f"search space {key}: no option {', '.join(map(str, bad))}"
-                    f" in group {name}; choose from {', '.join(options)}"
-                )
-        # Later overrides win: the command line over hydra.sweeper.params.
-        space.pop(key, None)
-        fixed.pop(key, None)
-        if isinstance(dist, BaseDistribution):
-            space[key] = dist
-        else:
-            fixed[key] = dist
-    return space, fixed
-
-
-_ABSENT = object()
-
-
-def _grid_choices(name: str, dist: BaseDistribution) -> list[Any]:
-    if isinstance(dist, CategoricalDistribution):
-        return list(dist.choices)
-    if isinstance(dist, IntUniformDistribution):
-        return list(range(dist.low, dist.high + 1, dist.step))
-    if isinstance(dist, DiscreteUniformDistribution):
-        n = round((dist.high - dist.low) / dist.q)
-        return [dist.low + i * dist.q for i in range(n + 1)]
-    raise SweepConfigError(
-        f"search space {name}: the grid sampler needs choice() or range(), not an interval"
-    )
-
-
-# --------------------------------------------------------------------------- the sweeper
+Finished = queue.Queue  # of (trial, JobReturn | BaseException)
 
 
 class RnnlabOptunaSweeperImpl:
@@ -221,7 +64,7 @@ class RnnlabOptunaSweeperImpl:
         *,
         sampler: DictConfig,
         pruner: DictConfig,
-        direction: str | None,
+        direction: Any,
         storage: str | None,
         study_name: str | None,
         resume: bool,
@@ -232,6 +75,8 @@ class RnnlabOptunaSweeperImpl:
         pipeline: bool,
         params: DictConfig | None,
         custom_search_space: str | None,
+        summary_objectives: list[str] | None = None,
+        search_space: DictConfig | None = None,
     ) -> None:
         self.sampler_cfg = sampler
         self.pruner_cfg = pruner
@@ -245,10 +90,20 @@ class RnnlabOptunaSweeperImpl:
         self.max_failure_rate = max_failure_rate
         self.pipeline = pipeline
         self.params = params
+        if search_space is not None:
+            # The stock plugin's old name for params (deprecated there in Hydra 1.2).
+            log.warning(
+                "hydra.sweeper.search_space is deprecated: use hydra.sweeper.params instead"
+            )
+            self.params = OmegaConf.merge(search_space, params or {})
         self.custom_search_space = custom_search_space
+        self.summary_objectives = list(summary_objectives or [])
         self.job_idx = 0
+        self.counts: Counter[str] = Counter()  # this sweep's trials by status
+        self.first_error: str | None = None  # of this sweep's trials
+        self.stopped: str | None = None  # why max_failure_rate stopped the sweep
 
-    # ---------------------------------------------------------------- setup: storage, masking
+    # ---------------------------------------------------------------- setup
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -264,18 +119,25 @@ class RnnlabOptunaSweeperImpl:
                 f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: "
                 "expected a number in [0, 1]"
             )
+        self.rnnlab_app = space.has_key(config, TRIAL_KEY)
         self.study_name = self.study_name or _search_name(config) or "rnnlab"
         self.storage_url = self.storage or _default_storage(config, self.study_name)
         self.masked_storage = secrets.mask_url(self.storage_url)
+        # Restored when the sweep ends: the calling process gets back what it had.
+        self._saved_argv = list(sys.argv)
+        self._saved_env = dict(os.environ)
         # Before the launcher exists: it keeps `config`, and every job's hydra.yaml is
-        # recomposed from hydra.overrides.hydra, so both must hold the masked URL only.
+        # recomposed from hydra.overrides.hydra, so both must hold the masked URL only. The
+        # jobs find the real URL in the environment.
         os.environ[secrets.STORAGE_ENV] = self.storage_url
-        with read_write(config), open_dict(config):
+        with _writable(config, "hydra", "hydra.sweeper", "hydra.overrides", "hydra.job.config"):
             config.hydra.sweeper.storage = self.masked_storage
             config.hydra.sweeper.study_name = self.study_name
+            # Unresolved: Hydra resolves interpolations in them (e.g.
+            # hydra.sweep.subdir=${hydra.job.override_dirname}) per job, not here.
             kept = [
                 o
-                for o in config.hydra.overrides.hydra
+                for o in OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)
                 if not o.lstrip("+~").startswith(
                     ("hydra.sweeper.storage=", "hydra.sweeper.study_name=")
                 )
@@ -285,6 +147,11 @@ class RnnlabOptunaSweeperImpl:
                 f"hydra.sweeper.storage={_quote(self.masked_storage)}",
                 f"hydra.sweeper.study_name={_quote(self.study_name)}",
             ]
+            # The trial's bookkeeping is no part of a job's name (override_dirname).
+            exclude = config.hydra.job.config.override_dirname.exclude_keys
+            for key in (TRIAL_KEY, THREADS_KEY):
+                if key not in exclude:
+                    exclude.append(key)
         # Runs record their command line (summary.json): keep the password out of it.
         sys.argv[:] = [secrets.mask_url(a) for a in sys.argv]
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -292,665 +159,395 @@ class RnnlabOptunaSweeperImpl:
         )
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
 
-    def _parallelism(self) -> int:
-        launcher = self.config.hydra.launcher
-        target = str(launcher.get("_target_", ""))
-        if "Joblib" in target:
-            n = launcher.get("n_jobs") or 1
-            cpus = _cpu_count()
-            return max(1, cpus + 1 + n if n < 0 else n)
-        return 1
-
-    # ---------------------------------------------------------------- the loop
+    # ---------------------------------------------------------------- the sweep
 
     def sweep(self, arguments: list[str]) -> None:
+        try:
+            self._sweep(arguments)
+        finally:
+            # Also what the launcher changed (joblib sets KMP_INIT_AT_FORK).
+            sys.argv[:] = self._saved_argv
+            for key in set(os.environ) - set(self._saved_env):
+                del os.environ[key]
+            os.environ.update(self._saved_env)
+
+    def _sweep(self, arguments: list[str]) -> None:
         params = [f"{k}={v}" for k, v in (self.params or {}).items()]
         loader = self.hydra_context.config_loader
-        space, fixed = parse_search_space(
-            [*params, *arguments], self.config, lambda group: loader.get_group_options(group)
+        self.space, self.fixed = space.parse_search_space(
+            [*params, *arguments], self.config, loader.get_group_options
         )
-        direction = self._direction()
-        parallel = self._parallelism()
-        width = self.n_jobs or parallel  # trials running at once
-        if parallel > 1 and not any(
-            k.lstrip("+~") == "trainer.num_threads" for k in [*space, *fixed]
+        self.directions = self._directions()
+        parallel = _parallelism(self.config)
+        self.width = self.n_jobs or parallel  # trials running at once
+        self.pipelined = self._pipelined()
+        if (
+            parallel > 1
+            and space.has_key(self.config, THREADS_KEY)
+            and THREADS_KEY not in {k.lstrip("+~") for k in [*self.space, *self.fixed]}
         ):
             # Workers that each take every core slow each other down.
-            fixed["trainer.num_threads"] = str(max(1, _cpu_count() // min(parallel, width)))
-
+            self.fixed[THREADS_KEY] = str(max(1, _cpu_count() // min(parallel, self.width)))
+        self.custom = self._custom_search_space()
         is_grid = str(self.sampler_cfg.get("_target_", "")).endswith("GridSampler")
-        grid = {k: _grid_choices(k, d) for k, d in space.items()} if is_grid else None
+        self.grid = space.grid(self.space) if is_grid else None
+        n_trials = self.n_trials
+        if self.grid is not None:
+            n_trials = min(n_trials, math.prod(len(v) for v in self.grid.values()))
 
-        storage = self._open_storage()
+        self.storage_obj = studies.open_study_storage(self.storage_url)
         # Beats for this sweep's unfinished trials: cooperating sweeps on other hosts can tell
         # they are not abandoned.
-        self._heartbeat = Heartbeat(storage)
-        study = self._create_study(storage, direction)
-        _check_compatible(study, space)
-        self._recover_stale_trials(storage, study)
-        existing = len(study.get_trials(deepcopy=False))
-        n_trials = self.n_trials
-        if grid is not None:
-            n_trials = min(n_trials, math.prod(len(v) for v in grid.values()) if grid else 1)
-
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        runs.atomic_write(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
-        log.info(
-            "Study %s in %s (%d earlier trials), sampler %s, pruner %s, direction %s",
-            self.study_name,
-            self.masked_storage,
-            existing,
-            self.sampler_cfg.get("_target_"),
-            self.pruner_cfg.get("_target_"),
-            direction,
+        self.heartbeat = Heartbeat(self.storage_obj)
+        study = studies.create_or_resume(
+            self.storage_obj, self.study_name, self.directions, self.resume, self.masked_storage
         )
-        log.info(
-            "Search space: %s",
-            ", ".join(f"{k}: {_describe(d)}" for k, d in space.items()) or "(none)",
-        )
-        log.info(
-            "%d new trials, %d at a time (%s)%s",
-            n_trials,
-            width,
-            "each starts when one ends" if self._pipelined(width) else "in batches",
-            f", torch threads per trial: {fixed['trainer.num_threads']}"
-            if "trainer.num_threads" in fixed and parallel > 1
-            else "",
-        )
+        space.check_compatible(study, self.space)
+        studies.recover_abandoned(self.storage_obj, study, self._settle_unreturned)
+        self._write(runs.MULTIRUN_FILE, OmegaConf.to_yaml(self.config))
+        self._log_plan(study, n_trials)
 
-        counts: Counter[str] = Counter()
-        pruner_spec = OmegaConf.to_container(self.pruner_cfg, resolve=True)
-
-        def ask() -> optuna.trial.Trial:
-            study = self._load_study(storage)
-            trial = study.ask()
-            study.sampler = self._sampler(trial.number, grid)
-            trial._init_relative_params()  # with the sampler seeded for this trial
-            for name, dist in space.items():
-                trial._suggest(name, dist)
-            if self.custom_search_space:
-                instantiate({"_target_": self.custom_search_space, "_partial_": True})(
-                    self.config, trial
-                )
-            trial.set_user_attr("owner", sweeps.process_identity())
-            self._heartbeat.add(trial._trial_id)
-            trial.set_user_attr("pruner", pruner_spec)
-            trial.set_user_attr("sweep_dir", str(self.sweep_dir))
-            return trial
-
-        run = self._run_pipelined if self._pipelined(width) else self._run_batches
+        self.first_error = None  # not the recovered trials' errors
         try:
-            run(n_trials, width, ask, fixed, storage, direction, counts)
+            with _sigterm_raises():
+                self._run(n_trials)
+        except (KeyboardInterrupt, SweepInterrupted) as e:
+            raise SweepFailed(
+                f"sweep stopped by {'SIGINT' if isinstance(e, KeyboardInterrupt) else 'SIGTERM'}"
+                f"; its running trials were recorded as interrupted; continue with "
+                "hydra.sweeper.resume=true"
+            ) from None
         finally:
-            self._heartbeat.stop()
-        self._report(storage, counts, direction)
+            self.heartbeat.stop()
+        outcome_study = studies.load_study(self.storage_obj, self.study_name)
+        try:
+            from ._results import write_results
 
-    def _pipelined(self, width: int) -> bool:
-        # Only launchers that run each job in its own process may be called from several
-        # threads at once; the basic launcher runs jobs inside this process.
-        target = str(self.config.hydra.launcher.get("_target_", ""))
-        return self.pipeline and width > 1 and ("Joblib" in target or "submitit" in target)
-
-    def _stop_launching(self, started: float, counts: Counter[str]) -> bool:
-        if self.timeout is not None and time.monotonic() - started >= self.timeout:
-            log.info("timeout of %ss reached: no new trials", self.timeout)
-            return True
-        done = sum(counts.values())
-        failed = counts["failed"] + counts["interrupted"]
-        if done and failed / done > self.max_failure_rate:
-            log.error(
-                "%d of %d trials failed, more than max_failure_rate=%s: stopping",
-                failed,
-                done,
-                self.max_failure_rate,
+            write_results(
+                self.sweep_dir,
+                outcome_study,
+                self.directions,
+                self.masked_storage,
+                self.counts,
+                str(OmegaConf.select(self.config, "optimized_metric", default="objective")),
             )
-            return True
-        return False
+        except OSError as e:
+            raise SweepFailed(f"cannot write the results into {self.sweep_dir}: {e}") from None
+        if self.stopped:
+            raise SweepFailed(self.stopped)
+        done = sum(self.counts.values())
+        if done and not any(self.counts[s] for s in (Status.COMPLETED, Status.PRUNED)):
+            raise SweepFailed(
+                f"none of this sweep's {done} trials succeeded; the first error: "
+                f"{self.first_error or 'see the log above'}"
+            )
 
-    def _run_batches(
-        self,
-        n_trials: int,
-        width: int,
-        ask: Callable[[], optuna.trial.Trial],
-        fixed: dict[str, str],
-        storage: Any,
-        direction: str,
-        counts: Counter[str],
-    ) -> None:
-        """Hydra's way: launch `width` trials, wait for all of them, tell, repeat."""
-        started, launched = time.monotonic(), 0
-        while launched < n_trials and not self._stop_launching(started, counts):
-            trials = [ask() for _ in range(min(width, n_trials - launched))]
-            overrides = [self._overrides(t, fixed) for t in trials]
-            try:
-                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
-            except Exception as e:
-                # E.g. the OS killed a worker (out of memory): the batch failed, the sweep goes on.
-                reason = _launcher_failed(e)
-                for t in trials:
-                    counts[self._finish_unreturned(storage, t._trial_id, t.number, reason)] += 1
-                self.job_idx += len(trials)
-                launched += len(trials)
-                continue
-            except BaseException as e:
-                # Ctrl-C or SIGTERM: record the batch before leaving.
-                reason = f"sweep stopped during the trial ({type(e).__name__})"
-                for t in trials:
-                    self._finish_unreturned(storage, t._trial_id, t.number, reason)
-                raise
-            self.job_idx += len(returns)
-            launched += len(returns)
-            tell_study = self._load_study(storage)
-            for trial, ret in zip(trials, returns, strict=True):
-                counts[self._tell(tell_study, storage, trial, ret, direction)] += 1
-
-    def _run_pipelined(
-        self,
-        n_trials: int,
-        width: int,
-        ask: Callable[[], optuna.trial.Trial],
-        fixed: dict[str, str],
-        storage: Any,
-        direction: str,
-        counts: Counter[str],
-    ) -> None:
-        """Keep `width` trials running: a new one starts as soon as any ends, so no worker
-        idles until the slowest trial of a batch is done. Each trial is a one-job launch made
-        from a thread of its own; asking and telling stay in this thread."""
-        finished: queue.Queue[tuple[optuna.trial.Trial, JobReturn | BaseException]] = queue.Queue()
+    def _run(self, n_trials: int) -> None:
+        """Keep `width` trials running: pipelined, a new one starts as soon as any ends (each
+        a one-job launch from a thread of its own); in batches, `width` at a time, launched
+        from this thread and all awaited. Asking and telling stay in this thread."""
+        finished: Finished = queue.Queue()
         running: dict[int, optuna.trial.Trial] = {}
-        started, launched, stopping = time.monotonic(), 0, False
+        started, launched = time.monotonic(), 0
         try:
             while True:
-                while not stopping and launched < n_trials and len(running) < width:
-                    if self._stop_launching(started, counts):
-                        stopping = True
+                while not self.stopped and launched < n_trials:
+                    room = self.width - len(running) if self.pipelined else self.width
+                    if room <= 0 or (running and not self.pipelined):
                         break
-                    trial = ask()
-                    running[trial.number] = trial
-                    threading.Thread(
-                        target=self._launch_one,
-                        args=(trial, self._overrides(trial, fixed), self.job_idx, finished),
-                        name=f"trial-{trial.number}",
-                        daemon=True,  # never keeps a stopped sweep alive
-                    ).start()
-                    self.job_idx += 1
-                    launched += 1
+                    if self._stop_launching(started):
+                        n_trials = launched
+                        break
+                    size = 1 if self.pipelined else min(room, n_trials - launched)
+                    group = [self._ask() for _ in range(size)]
+                    running.update((t.number, t) for t in group)
+                    launched += len(group)
+                    self._launch(group, finished)
                 if not running:
                     break
                 trial, result = finished.get()
                 del running[trial.number]
-                if isinstance(result, BaseException):
-                    # E.g. the OS killed the worker (out of memory): this trial failed (joblib
-                    # then stops the other workers too), the sweep goes on with fresh ones.
-                    status = self._finish_unreturned(
-                        storage, trial._trial_id, trial.number, _launcher_failed(result)
-                    )
-                else:
-                    status = self._tell(
-                        self._load_study(storage), storage, trial, result, direction
-                    )
-                counts[status] += 1
+                self._count(self._settle(trial, result))
         except BaseException as e:
             reason = f"sweep stopped during the trial ({type(e).__name__})"
             for t in running.values():
-                self._finish_unreturned(storage, t._trial_id, t.number, reason)
+                frozen = self.storage_obj.get_trial(trial_id(t))
+                _stop_job(frozen.user_attrs.get("job"))
+                self._settle_unreturned(frozen, reason)
             raise
 
-    def _launch_one(
-        self,
-        trial: optuna.trial.Trial,
-        overrides: list[str],
-        job_idx: int,
-        finished: queue.Queue[tuple[optuna.trial.Trial, JobReturn | BaseException]],
-    ) -> None:
-        try:
-            [ret] = self.launcher.launch([overrides], initial_job_idx=job_idx)
-            finished.put((trial, ret))
-        except BaseException as e:
-            finished.put((trial, e))
-
-    def _overrides(self, trial: optuna.trial.Trial, fixed: dict[str, str]) -> list[str]:
-        values = {name: f"{name}={value}" for name, value in trial.params.items()}
-        for name, value in fixed.items():
-            values.setdefault(name, f"{name}={value}")
-        spec = (
-            f"trial={{study_name:{_quote(self.study_name)},number:{trial.number},"
-            f"trial_id:{trial._trial_id},storage:{_quote(self.masked_storage)}}}"
+    def _ask(self) -> optuna.trial.Trial:
+        study = studies.load_study(self.storage_obj, self.study_name)
+        study.sampler = PerTrialSampler(
+            lambda number: build_sampler(self.sampler_cfg, number, self.grid, self.width > 1),
+            # The owner goes in first: a trial whose sweep dies from here on is recoverable.
+            lambda frozen: self.storage_obj.set_trial_user_attr(
+                trial_id(frozen), "owner", sweeps.process_identity()
+            ),
         )
-        return [*values.values(), spec]
-
-    def _direction(self) -> str:
-        metric = OmegaConf.select(self.config, "optimized_metric", default=None)
-        expected = _DIRECTIONS.get(str(metric))
-        direction = self.direction
-        if direction is not None:
-            direction = str(getattr(direction, "name", direction))
-            if direction not in ("maximize", "minimize"):
-                raise SweepConfigError(
-                    f"hydra.sweeper.direction={direction}: expected maximize or minimize"
-                )
-            if expected is not None and direction != expected:
-                raise SweepConfigError(
-                    f"hydra.sweeper.direction={direction} but "
-                    f"optimized_metric={metric} must be {expected}d; leave "
-                    "direction unset to follow the metric"
-                )
-        return direction or expected or "maximize"
-
-    def _sampler(self, number: int, grid: dict[str, list[Any]] | None) -> Any:
-        cfg = self.sampler_cfg
-        if grid is not None:
-            return (
-                instantiate(cfg, search_space=grid)
-                if cfg.get("_partial_") is not True
-                else instantiate(cfg)(grid)
-            )
-        kwargs = {}
-        seed = cfg.get("seed")
-        if seed is not None:
-            # One seed per trial number: a resumed study does not replay the sampler's
-            # first draws, and cooperating sweeps do not draw the same parameters.
-            kwargs["seed"] = (int(seed) * 1_000_003 + number) % 2**32
-        with warnings_silenced():
-            return instantiate(cfg, **kwargs)
-
-    # ---------------------------------------------------------------- storage and study
-
-    def _open_storage(self) -> Any:
-        for attempt in range(6):
-            try:
-                return open_storage(self.storage_url)
-            except Exception as e:
-                # Sweeps started together race to create the tables; the loser retries.
-                racing = any(
-                    m in str(e)
-                    for m in (
-                        "UNIQUE constraint",
-                        "already exists",
-                        "database is locked",
-                        "duplicate key",
-                    )
-                )
-                if not racing or attempt == 5:
+        with warnings.catch_warnings():
+            # Heartbeats are ours (rnnlab.storage.Heartbeat), not Study.optimize's.
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            trial = study.ask(fixed_distributions=self.space)
+        self.heartbeat.add(trial_id(trial))
+        try:
+            if self.custom is not None:
+                self.custom(self.config, trial)
+                overlap = sorted(set(trial.params) & set(self.fixed))
+                if overlap:
                     raise SweepConfigError(
-                        f"hydra.sweeper.storage={self.masked_storage}: cannot open the "
-                        f"study's storage: {str(e).splitlines()[0]}"
-                    ) from None
-                time.sleep(0.5 + attempt)
-        raise AssertionError("unreachable")
-
-    def _load_study(self, storage: Any) -> optuna.Study:
-        # A fresh Study per use: optuna's storage cache would hide what the jobs wrote to the
-        # trials it created (intermediate values, run dir), so ask and tell use separate ones.
-        return optuna.load_study(
-            study_name=self.study_name, storage=storage, sampler=optuna.samplers.RandomSampler()
-        )
-
-    def _create_study(self, storage: Any, direction: str) -> optuna.Study:
-        try:
-            study = optuna.load_study(study_name=self.study_name, storage=storage)
-        except KeyError:
-            study = None
-        if study is not None:
-            n = len(study.get_trials(deepcopy=False))
-            if study.direction.name.lower() != direction:
+                        f"hydra.sweeper.custom_search_space={self.custom_search_space} "
+                        f"suggests {', '.join(overlap)}, which the sweep's params fix; "
+                        "remove one of the two"
+                    )
+            trial.set_user_attr("pruner", OmegaConf.to_container(self.pruner_cfg, resolve=True))
+            trial.set_user_attr("sweep_dir", str(self.sweep_dir))
+        except BaseException as e:
+            self._settle_unreturned(
+                self.storage_obj.get_trial(trial_id(trial)), outcome.error_line(e)
+            )
+            if isinstance(e, Exception) and not isinstance(e, SweepConfigError):
                 raise SweepConfigError(
-                    f"study {self.study_name} in {self.masked_storage} was created to "
-                    f"{study.direction.name.lower()}, this sweep would {direction}; use another "
-                    "hydra.sweeper.study_name"
-                )
-            if n and not self.resume:
-                raise SweepConfigError(
-                    f"study {self.study_name} in {self.masked_storage} already has {n} trials; "
-                    "add hydra.sweeper.resume=true to continue it, or set "
-                    "hydra.sweeper.study_name=<new name> to start a new study"
-                )
-            return study
-        for attempt in range(5):
+                    f"hydra.sweeper.custom_search_space={self.custom_search_space}: "
+                    f"{outcome.error_line(e)}"
+                ) from None
+            raise
+        return trial
+
+    def _launch(self, group: list[optuna.trial.Trial], finished: Finished) -> None:
+        overrides = [self._overrides(t) for t in group]
+        job_idx, self.job_idx = self.job_idx, self.job_idx + len(group)
+
+        def launch() -> None:
             try:
-                return optuna.create_study(
-                    study_name=self.study_name,
-                    storage=storage,
-                    direction=direction,
-                    load_if_exists=True,
-                )
-            except Exception:  # another sweep created the tables or the study just now
-                if attempt == 4:
-                    raise
-                time.sleep(0.5 + attempt)
-        raise AssertionError("unreachable")
+                returns = self.launcher.launch(overrides, initial_job_idx=job_idx)
+            except Exception as e:
+                # E.g. the OS killed a worker (out of memory): these trials failed, the sweep
+                # goes on (with fresh workers).
+                returns = [e] * len(group)
+            except BaseException as e:
+                if not self.pipelined:
+                    raise  # Ctrl-C in this thread: the loop records the batch
+                returns = [e] * len(group)
+            for t, r in zip(group, returns, strict=True):
+                finished.put((t, r))
 
-    def _recover_stale_trials(self, storage: Any, study: optuna.Study) -> None:
-        """Settle trials left RUNNING by a sweep process that died (e.g. SIGKILL)."""
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if not running:
-            return
-        stale = stale_trial_ids(storage, study._study_id)
-        for t in running:
-            reason = _abandoned(t, t._trial_id in stale)
-            if reason is None:
-                continue
-            log.warning("trial %d was left running: %s", t.number, reason)
-            self._finish_unreturned(storage, t._trial_id, t.number, reason)
-
-    def _finish_unreturned(self, storage: Any, trial_id: int, number: int, reason: str) -> str:
-        """Record a trial whose job never returned: from its summary.json if the run got as
-        far as writing one, else as interrupted (and say so in the run dir)."""
-        try:
-            frozen = storage.get_trial(trial_id)
-            if frozen.state.is_finished():
-                return _status_of(frozen)
-            run_dir = frozen.user_attrs.get("run_dir")
-            summary = _read_summary(run_dir)
-            if summary is None or summary.get("status") not in STATUSES:
-                summary = _mark_interrupted(run_dir, reason)
-            study = self._load_study(storage)
-            return self._record(
-                study,
-                storage,
-                trial_id,
-                number,
-                summary,
-                run_dir,
-                summary.get("objective"),
-                _direction_of(study),
-            )
-        except Exception as e:
-            log.error(
-                "could not record trial %d: %s",
-                number,
-                secrets.mask_url(f"{type(e).__name__}: {e}"),
-            )
-            return "failed"
-
-    # ---------------------------------------------------------------- results
-
-    def _tell(
-        self,
-        study: optuna.Study,
-        storage: Any,
-        trial: optuna.trial.Trial,
-        ret: JobReturn,
-        direction: str,
-    ) -> str:
-        run_dir = None
-        if ret.hydra_cfg is not None:
-            run_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir", default=None)
-        run_dir = run_dir or storage.get_trial(trial._trial_id).user_attrs.get("run_dir")
-        summary = _read_summary(run_dir) or {}
-        value: Any = None
-        if ret.status == JobStatus.COMPLETED:
-            value = ret._return_value
-            summary.setdefault("status", "completed")
+        if self.pipelined:
+            threading.Thread(target=launch, name=f"trial-{group[0].number}", daemon=True).start()
         else:
-            error = ret._return_value
-            summary.setdefault("status", "failed")
-            if summary["status"] not in ("failed", "interrupted") or not summary.get("reason"):
-                summary["status"] = "failed"
-                summary["reason"] = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+            launch()  # the basic launcher runs the job in this thread: signals must reach it
+
+    def _overrides(self, trial: optuna.trial.Trial) -> list[str]:
+        values = {name: f"{name}={value}" for name, value in trial.params.items()}
+        for name, value in self.fixed.items():
+            values.setdefault(name, f"{name}={value}")
+        if self.rnnlab_app:
+            values[TRIAL_KEY] = (
+                f"{TRIAL_KEY}={{study_name:{_quote(self.study_name)},number:{trial.number},"
+                f"trial_id:{trial_id(trial)},storage:{_quote(self.masked_storage)}}}"
+            )
+        return list(values.values())
+
+    # ---------------------------------------------------------------- telling
+
+    def _settle(self, trial: optuna.trial.Trial, result: JobReturn | BaseException) -> str:
+        """Record a trial whose launch has returned (or raised)."""
+        if isinstance(result, BaseException):
+            frozen = self.storage_obj.get_trial(trial_id(trial))
+            return self._settle_unreturned(
+                frozen, f"the launcher failed: {outcome.error_line(result)}"
+            )
+        run_dir = outcome.run_dir_of(result) or self.storage_obj.get_trial(
+            trial_id(trial)
+        ).user_attrs.get("run_dir")
+        summary = outcome.read_summary(run_dir)
+        if result.status == JobStatus.COMPLETED:
+            returned, error = result.return_value, None
+        else:
+            returned, error = None, result._return_value
+        result_outcome = outcome.outcome_of(
+            summary, returned, error, self.directions, self.summary_objectives
+        )
+        return self._record(trial_id(trial), trial.number, result_outcome, summary, run_dir)
+
+    def _settle_unreturned(self, frozen: optuna.trial.FrozenTrial, reason: str) -> str:
+        """Record a trial whose job never returned: from its summary.json if the run got as
+        far as finishing, else as interrupted (and say so in the run dir)."""
         try:
-            return self._record(
-                study, storage, trial._trial_id, trial.number, summary, run_dir, value, direction
+            frozen = self.storage_obj.get_trial(trial_id(frozen))
+            if frozen.state.is_finished():
+                return outcome.status_of(frozen)
+            run_dir = frozen.user_attrs.get("run_dir")
+            summary = outcome.finished_summary(run_dir) or outcome.mark_interrupted(run_dir, reason)
+            directions = studies.directions_of(
+                studies.load_study(self.storage_obj, self.study_name)
             )
+            result = outcome.outcome_of(summary, None, None, directions, self.summary_objectives)
+            return self._record(trial_id(frozen), frozen.number, result, summary, run_dir)
         except Exception as e:
-            log.error(
-                "could not record trial %d in the study: %s",
-                trial.number,
-                secrets.mask_url(f"{type(e).__name__}: {e}"),
-            )
-            return "failed"
+            log.error("could not record trial %d: %s", frozen.number, outcome.error_line(e))
+            return Status.FAILED
 
     def _record(
         self,
-        study: optuna.Study,
-        storage: Any,
-        trial_id: int,
+        tid: int,
         number: int,
-        summary: dict[str, Any],
+        result: outcome.Outcome,
+        summary: dict[str, Any] | None,
         run_dir: str | None,
-        value: Any,
-        direction: str,
     ) -> str:
-        self._heartbeat.discard(trial_id)
-        status = summary.get("status") if summary.get("status") in STATUSES else "failed"
-        reason = summary.get("reason")
-        reason = secrets.mask_url(str(reason)) if reason else None
-        objective = _finite(value)
-        if objective is None:
-            objective = _finite(summary.get("objective"))
-        if status in ("completed", "diverged") and objective is None:
-            # Never hand Optuna (or the stock sweeper's code path) a NaN.
-            status, reason = "failed", f"the run returned a non-finite objective ({value!r})"
-        if status == "diverged":
-            objective = _WORST[direction]
-        attrs = {
-            "status": status,
-            "reason": reason,
-            "run_dir": run_dir,
-            "epochs": summary.get("epochs_completed"),
-            "duration_s": summary.get("wall_time_s"),
-            "objective": objective if status in ("completed", "diverged", "pruned") else None,
-        }
-        for key, val in attrs.items():
-            storage.set_trial_user_attr(trial_id, key, val)
-        if status in ("completed", "diverged"):
-            # A diverged trial counts with the worst value: the sampler learns to avoid it.
-            state, values = TrialState.COMPLETE, objective
-        elif status == "pruned":
-            state, values = TrialState.PRUNED, None
-        else:
-            state, values = TrialState.FAIL, None
+        self.heartbeat.discard(tid)
         try:
-            study.tell(number, values, state=state)
-        except RuntimeError as e:  # the grid sampler stops the study when the grid is done
-            if "Study.stop" not in str(e):
-                raise
-        log.info(
-            "trial %d %s%s%s",
-            number,
-            status,
-            f": {reason}" if reason and status != "completed" else "",
-            f" (objective {objective:.6g})" if objective is not None else "",
-        )
-        return status
+            study = studies.load_study(self.storage_obj, self.study_name)
+            outcome.record(self.storage_obj, study, tid, number, result, summary, run_dir)
+        except Exception as e:
+            log.error("could not record trial %d in the study: %s", number, outcome.error_line(e))
+            return Status.FAILED
+        if result.status in _FAILURES and self.first_error is None and result.reason:
+            self.first_error = f"trial {number}: {result.reason}"
+        return result.status
 
-    def _report(self, storage: Any, counts: Counter[str], direction: str) -> None:
-        study = self._load_study(storage)
-        trials = study.get_trials(deepcopy=False)
-        totals = Counter(_status_of(t) for t in trials)
-        this_run = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]) or "no trials"
+    def _count(self, status: str) -> None:
+        self.counts[status] += 1
+
+    def _stop_launching(self, started: float) -> bool:
+        if self.timeout is not None and time.monotonic() - started >= self.timeout:
+            log.info("timeout of %ss reached: no new trials", self.timeout)
+            return True
+        done = sum(self.counts.values())
+        failed = sum(self.counts[s] for s in _FAILURES)
+        if done and failed / done > self.max_failure_rate:
+            self.stopped = (
+                f"{failed} of {done} trials failed, more than "
+                f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: sweep stopped; "
+                f"the first error: {self.first_error or 'see the log above'}"
+            )
+            log.error("%s", self.stopped)
+            return True
+        return False
+
+    # ---------------------------------------------------------------- settings
+
+    def _pipelined(self) -> bool:
+        # Only launchers that run each job in its own process may be called from several
+        # threads at once; the basic launcher runs jobs inside this process.
+        target = str(self.config.hydra.launcher.get("_target_", ""))
+        return self.pipeline and self.width > 1 and ("Joblib" in target or "submitit" in target)
+
+    def _directions(self) -> list[Direction]:
+        """hydra.sweeper.direction (one or a list); unset: the one optimized_metric implies,
+        else upstream's default, minimize."""
+        metric = OmegaConf.select(self.config, "optimized_metric", default=None)
+        implied = runs.OPTIMIZED_METRICS.get(str(metric))
+        raw = self.direction
+        if raw is None:
+            return [implied or Direction.MIN]
+        items = list(raw) if isinstance(raw, list | tuple | ListConfig) else [raw]
+        try:
+            directions = [Direction.from_optuna(d) for d in items]
+        except ValueError:
+            raise SweepConfigError(
+                f"hydra.sweeper.direction={raw}: expected maximize or minimize, or a list of them"
+            ) from None
+        if not directions:
+            raise SweepConfigError("hydra.sweeper.direction=[]: name at least one direction")
+        if implied is not None and directions[0] != implied:
+            raise SweepConfigError(
+                f"hydra.sweeper.direction={directions[0].optuna} but optimized_metric={metric} "
+                f"must be {implied.optuna}d; leave direction unset to follow the metric"
+            )
+        return directions
+
+    def _custom_search_space(self) -> Any:
+        if not self.custom_search_space:
+            return None
+        try:
+            return instantiate({"_target_": self.custom_search_space, "_partial_": True})
+        except Exception as e:
+            cause = e.__cause__ or e
+            raise SweepConfigError(
+                f"hydra.sweeper.custom_search_space={self.custom_search_space}: cannot import "
+                f"it ({outcome.error_line(cause)})"
+            ) from None
+
+    def _write(self, name: str, text: str) -> None:
+        try:
+            runs.atomic_write(self.sweep_dir / name, text)
+        except OSError as e:
+            raise SweepConfigError(
+                f"hydra.sweep.dir={self.sweep_dir}: cannot write {name} there ({e.strerror or e})"
+            ) from None
+
+    def _log_plan(self, study: optuna.Study, n_trials: int) -> None:
         log.info(
-            "This sweep: %s. Study %s now has %d trials: %s.",
-            this_run,
+            "Study %s in %s (%d earlier trials), sampler %s, pruner %s, direction %s",
             self.study_name,
-            len(trials),
-            ", ".join(f"{totals[s]} {s}" for s in (*STATUSES, "running") if totals[s]),
+            self.masked_storage,
+            len(study.get_trials(deepcopy=False)),
+            self.sampler_cfg.get("_target_"),
+            self.pruner_cfg.get("_target_"),
+            ", ".join(d.optuna for d in self.directions),
         )
-        results: dict[str, Any] = {
-            "name": "optuna",
-            "study_name": self.study_name,
-            "storage": self.masked_storage,
-            "direction": direction,
-            "n_trials": len(trials),
-            "trials_by_status": {s: totals[s] for s in totals},
-        }
-        completed = [
-            t for t in trials if t.state == TrialState.COMPLETE and _status_of(t) == "completed"
-        ]
-        if completed:
-            best = (max if direction == "maximize" else min)(completed, key=lambda t: t.value)
-            results.update(
-                best_params=dict(best.params),
-                best_value=best.value,
-                best_trial=best.number,
-                best_run_dir=best.user_attrs.get("run_dir"),
-            )
-            log.info(
-                "Best trial %d: %s = %s, params %s, run dir %s",
-                best.number,
-                OmegaConf.select(self.config, "optimized_metric", default="objective"),
-                best.value,
-                dict(best.params),
-                best.user_attrs.get("run_dir"),
-            )
-        else:
-            results.update(best_params=None, best_value=None, best_trial=None, best_run_dir=None)
-            log.warning("No trial of study %s has completed yet", self.study_name)
-        runs.atomic_write(
-            self.sweep_dir / "optimization_results.yaml",
-            OmegaConf.to_yaml(OmegaConf.create(results)),
-        )
-        runs.atomic_write(self.sweep_dir / "trials.csv", trials_csv(trials))
         log.info(
-            "Wrote %s and %s",
-            self.sweep_dir / "optimization_results.yaml",
-            self.sweep_dir / "trials.csv",
+            "Search space: %s",
+            ", ".join(f"{k}: {space.describe(d)}" for k, d in self.space.items()) or "(none)",
         )
-
-
-def trials_csv(trials: list[optuna.trial.FrozenTrial]) -> str:
-    """One row per trial of the study: number, state, status, params_*, objective, ..."""
-    names = sorted({name for t in trials for name in t.params})
-    columns = [
-        "number",
-        "state",
-        "status",
-        *(f"params_{n}" for n in names),
-        "objective",
-        "epochs",
-        "duration_s",
-        "run_dir",
-        "reason",
-    ]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for t in sorted(trials, key=lambda t: t.number):
-        a = t.user_attrs
-        duration = a.get("duration_s")
-        if duration is None and t.datetime_start and t.datetime_complete:
-            duration = round((t.datetime_complete - t.datetime_start).total_seconds(), 3)
-        objective = a.get("objective", t.value)
-        writer.writerow(
-            [
-                t.number,
-                t.state.name,
-                _status_of(t),
-                *(t.params.get(n, "") for n in names),
-                "" if objective is None else objective,
-                "" if a.get("epochs") is None else a["epochs"],
-                "" if duration is None else duration,
-                a.get("run_dir") or "",
-                a.get("reason") or "",
-            ]
+        threads = self.fixed.get(THREADS_KEY) if self.width > 1 else None
+        log.info(
+            "%d new trials, %d at a time (%s)%s",
+            n_trials,
+            self.width,
+            "each starts when one ends" if self.pipelined else "in batches",
+            f", torch threads per trial: {threads}" if threads else "",
         )
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_compatible(study: optuna.Study, space: dict[str, BaseDistribution]) -> None:
-    """Optuna refuses to change a parameter's kind of distribution within a study: say so
-    before any trial runs, not as a traceback halfway through."""
-    earlier: dict[str, BaseDistribution] = {}
-    for t in study.get_trials(deepcopy=False):
-        for name, dist in t.distributions.items():
-            earlier.setdefault(name, dist)
-    for name, dist in space.items():
-        if name in earlier:
-            try:
-                optuna.distributions.check_distribution_compatibility(earlier[name], dist)
-            except ValueError as e:
-                raise SweepConfigError(
-                    f"search space {name}: {_describe(dist)} cannot replace "
-                    f"{_describe(earlier[name])} of this study's earlier trials ({e}); keep "
-                    "it or start a new study with hydra.sweeper.study_name=<new name>"
-                ) from None
+@contextlib.contextmanager
+def _writable(config: DictConfig, *keys: str) -> Iterator[None]:
+    """`config` and its nodes at `keys` writable and open (Hydra 1.4 marks nodes read-only
+    one by one, so the root's flag is not enough)."""
+    with contextlib.ExitStack() as stack:
+        for node in (config, *(OmegaConf.select(config, k) for k in keys)):
+            stack.enter_context(read_write(node))
+            stack.enter_context(open_dict(node))
+        yield
 
 
-def _launcher_failed(error: BaseException) -> str:
-    return f"the launcher failed: {type(error).__name__}: {error}".splitlines()[0][:500]
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM in the sweep raises SweepInterrupted, so running trials are recorded."""
 
+    def handler(signum: int, frame: Any) -> None:
+        raise SweepInterrupted(signal.Signals(signum).name)
 
-def _abandoned(t: optuna.trial.FrozenTrial, stale: bool) -> str | None:
-    """Why trial `t`, found RUNNING, has no live process behind it; None if it may still run.
-
-    On this host the sweep process (owner) and the job are checked directly; a process on
-    another host (a cooperating sweep, a Slurm job) only through the trial's heartbeat.
-    """
-    owner, job = t.user_attrs.get("owner") or {}, t.user_attrs.get("job")
-    owner_alive, job_alive = sweeps.process_alive(owner), sweeps.process_alive(job)
-    if owner_alive or job_alive:
-        return None  # a live sweep (maybe a cooperating one), or its worker still finishing
-    if owner_alive is None or (job is not None and job_alive is None):
-        if not stale:
-            return None
-        return (
-            f"no heartbeat for over {STALE_AFTER_S} s from sweep process "
-            f"{owner.get('pid')} on {owner.get('host')} or its job"
-        )
-    return f"sweep process {owner.get('pid')} died during the trial"
-
-
-def _status_of(t: optuna.trial.FrozenTrial) -> str:
-    status = t.user_attrs.get("status")
-    if status in STATUSES:
-        return status
-    return {
-        TrialState.COMPLETE: "completed",
-        TrialState.PRUNED: "pruned",
-        TrialState.FAIL: "failed",
-        TrialState.RUNNING: "running",
-    }.get(t.state, "waiting")
-
-
-def _direction_of(study: optuna.Study) -> str:
-    return study.direction.name.lower()
-
-
-def _finite(value: Any) -> float | None:
     try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _read_summary(run_dir: str | None) -> dict[str, Any] | None:
-    if not run_dir:
-        return None
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
     try:
-        return runs.read_summary(Path(run_dir))
-    except (OSError, ValueError):
-        return None
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-def _mark_interrupted(run_dir: str | None, reason: str) -> dict[str, Any]:
-    """summary.json of a run killed before it could write one: status interrupted."""
-    summary: dict[str, Any] = {
-        "schema_version": runs.SCHEMA_VERSION,
-        "status": "interrupted",
-        "reason": reason,
-        "objective": None,
-        "epochs_completed": 0,
-        "wall_time_s": None,
-    }
-    if not run_dir or not Path(run_dir).is_dir():
-        return summary
-    old = _read_summary(run_dir)
-    if old is not None:
-        old.update(status="interrupted", reason=reason)
-        summary = old
-    else:
-        with contextlib.suppress(OSError, ValueError):
-            summary["epochs_completed"] = len(runs.read_metrics(Path(run_dir)))
-    try:
-        runs.write_summary(Path(run_dir), summary)
-    except OSError as e:
-        log.error("could not mark %s interrupted: %s", run_dir, e)
-    return summary
+def _stop_job(identity: dict[str, Any] | None) -> None:
+    """SIGTERM a trial's job process on this host (a joblib worker), if it is still alive:
+    a stopped sweep takes its running trials down with it."""
+    if identity and sweeps.process_alive(identity):
+        with contextlib.suppress(OSError):
+            os.kill(int(identity["pid"]), signal.SIGTERM)
+
+
+def _parallelism(config: DictConfig) -> int:
+    launcher = config.hydra.launcher
+    if "Joblib" in str(launcher.get("_target_", "")):
+        n = launcher.get("n_jobs") or 1
+        return max(1, _cpu_count() + 1 + n if n < 0 else n)
+    return 1
 
 
 def _search_name(config: DictConfig) -> str | None:
@@ -973,28 +570,3 @@ def _cpu_count() -> int:
 
 def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _describe(dist: BaseDistribution) -> str:
-    if isinstance(dist, CategoricalDistribution):
-        return f"choice{tuple(dist.choices)}"
-    log_scale = isinstance(dist, LogUniformDistribution | IntLogUniformDistribution)
-    step = getattr(dist, "step", None) or getattr(dist, "q", None)
-    return (
-        f"{'log ' if log_scale else ''}[{dist.low}, {dist.high}]"  # type: ignore[attr-defined]
-        + (f" step {step}" if step not in (None, 1) else "")
-    )
-
-
-class warnings_silenced:
-    """Optuna warns that samplers are experimental on every construction; once is enough."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._ctx.__exit__(*exc)
