@@ -41,7 +41,7 @@ def make_cfg(tmp_path: Path, *loggers: str, **overrides: str):
     """A small resolved config like the one train.py composes, with these loggers."""
     section = {
         "csv": {},
-        "tensorboard": {"log_dir": str(tmp_path / "run" / "tensorboard")},
+        "tensorboard": {"log_dir": None},  # the default: <run dir>/tensorboard
         "mlflow": {
             "tracking_uri": str(tmp_path / "mlruns"),
             "experiment_name": "rnnlab-test",

@@ -54,6 +54,8 @@ FINAL_FIELDS = (
     "train_samples_per_s",
     "wall_time_s",
 )
+# The event files' folder in the run dir unless logger.tensorboard.log_dir says otherwise.
+TENSORBOARD_DIR = "tensorboard"
 # Config keys that say where things are, not what ran: not hyperparameters to compare.
 NOT_HPARAMS = ("paths.", "logger.", "trial", "resume")
 # MLflow has three end states; a pruned trial and an interrupted run were stopped early.
@@ -204,7 +206,7 @@ class TensorBoardLogger:
     name = "tensorboard"
 
     def __init__(self, section: DictConfig, cfg: DictConfig, run_dir: Path) -> None:
-        log_dir = _required_str(section, "logger.tensorboard.log_dir", "a folder")
+        log_dir = section.get("log_dir") or str(Path(run_dir) / TENSORBOARD_DIR)
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
