@@ -45,6 +45,7 @@ def make_cfg(tmp_path: Path, *loggers: str, **overrides: str):
         "mlflow": {
             "tracking_uri": str(tmp_path / "mlruns"),
             "experiment_name": "rnnlab-test",
+            "artifact_location": None,
             "run_name": None,
         },
     }
@@ -333,6 +334,9 @@ def test_mlflow_sqlite_store(tmp_path):
     run_synthetic(make_cfg(tmp_path, "mlflow", logger__mlflow__tracking_uri=uri), tmp_path / "run")
     client, found = mlflow_runs(uri)
     assert found[0].info.status == "FINISHED"
+    # artifacts beside the database, not in ./mlruns of whatever folder the run started in
+    assert found[0].info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+    assert runs.SUMMARY_FILE in {a.path for a in client.list_artifacts(found[0].info.run_id)}
     assert len(client.get_metric_history(found[0].info.run_id, "train/acc")) == EPOCHS
 
 

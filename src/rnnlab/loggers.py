@@ -310,7 +310,7 @@ class MLflowLogger:
         with _fail_fast_http():
             try:
                 self.client = MlflowClient(tracking_uri=uri)
-                experiment_id = self._experiment_id(experiment)
+                experiment_id = self._experiment_id(experiment, _artifact_location(section, uri))
                 run = self.client.create_run(
                     experiment_id,
                     run_name=run_name,
@@ -330,11 +330,11 @@ class MLflowLogger:
                 raise ConfigError(f"{key}: cannot log the params ({_first_line(e)})") from None
         self.ended = False
 
-    def _experiment_id(self, name: str) -> str:
+    def _experiment_id(self, name: str, artifact_location: str | None) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is None:
             try:
-                return self.client.create_experiment(name)
+                return self.client.create_experiment(name, artifact_location=artifact_location)
             except Exception:
                 # Another job of the same sweep may have just created it.
                 found = self.client.get_experiment_by_name(name)
@@ -385,6 +385,19 @@ class MLflowLogger:
         if not self.ended:  # closed without a summary: the run did not get to its end
             self.ended = True
             self.client.set_terminated(self.run_id, "KILLED")
+
+
+def _artifact_location(section: DictConfig, uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: as configured; for sqlite:///x/mlflow.db,
+    x/mlartifacts (MLflow's default there is ./mlruns under whatever folder train.py was
+    started in); otherwise MLflow's default (a file store: inside it; a server: its own)."""
+    configured = section.get("artifact_location")
+    if configured:
+        return str(configured)
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return (db.resolve().parent / "mlartifacts").as_uri()
+    return None
 
 
 def _param_value(v: Any) -> str:
