@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,8 @@ MLFLOW_STATUS = {
     Status.DIVERGED: "FAILED",
     Status.FAILED: "FAILED",
 }
+# The OS's reason inside a requests/urllib3 error: "[Errno 111] Connection refused".
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^\"'()]+)")
 # MLflow's opt-in for its (maintenance-mode) file store.
 ALLOW_FILE_STORE_ENV = "MLFLOW_ALLOW_FILE_STORE"
 
@@ -78,7 +81,7 @@ class MLflowLogger:
             except ConfigError:
                 raise
             except Exception as e:
-                raise ConfigError(f"{key}: cannot open it ({first_line(e)})") from None
+                raise ConfigError(f"{key}: cannot open it ({_reason(e)})") from None
             try:
                 # MLflow takes at most 100 params per batch.
                 for i in range(0, len(params), 100):
@@ -156,6 +159,13 @@ def _artifact_location(section: DictConfig, uri: str) -> str | None:
         db = Path(uri.removeprefix("sqlite:///"))
         return (db.resolve().parent / "mlartifacts").as_uri()
     return None
+
+
+def _reason(e: Exception) -> str:
+    """The root cause of a failed request ("Connection refused"), not the 400 characters of
+    URL and retry policy that MLflow and urllib3 wrap around it; else the first line."""
+    found = _ERRNO.search(str(e))
+    return found.group(1).strip() if found else first_line(e)
 
 
 def _param_value(v: Any) -> str:
