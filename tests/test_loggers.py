@@ -472,6 +472,7 @@ def test_multirun_logs_each_job_to_its_own_run(tmp_path, data_dir):
 def test_train_py_bad_tracking_uri_stops_before_training(tmp_path, data_dir):
     proc = _train(
         data_dir,
+        "trainer.epochs=1",
         "logger=mlflow",
         "logger.mlflow.tracking_uri=bogus-scheme://nowhere",
         f"hydra.run.dir={tmp_path}/run",
