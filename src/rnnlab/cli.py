@@ -50,6 +50,7 @@ def check_group_choices(argv: list[str], conf_dir: Path) -> None:
             continue  # sweep syntax like choice(...) is the sweeper's to check
         options = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
         for option in value.split(","):
+            option = option.strip("[] ")  # a list of options: logger=[tensorboard,mlflow]
             if option not in options:
                 fail(f"{key}={option}: no such option; choose one of {', '.join(options)}")
 
