@@ -3,6 +3,25 @@
 The storage URL may hold a password. It never travels in a config or an override, because
 Hydra writes those into every run dir: the sweeper keeps a masked copy in the config and puts
 the real URL in the environment variable STORAGE_ENV, which the jobs inherit.
+
+What counts as a secret, in any text (a URL alone, a log line, YAML, JSON, a command line):
+
+- the password in a URL's userinfo, `scheme://user:PASSWORD@host`, whatever characters it
+  holds, percent-encoded or not (SQLAlchemy reads everything up to the first `@` as the
+  password, so a raw `@` in it splits it; the mask runs to the last `@` on the line, so no
+  piece of it survives);
+- the value of `password`, `passwd`, `pwd` or `sslpassword` (libpq's pass phrase for the client
+  key) in a query string, `?password=...&`, any case, up to the next `&` or the end of the
+  line (a value may hold spaces);
+- the same keys, and `PGPASSWORD`, as libpq keyword/value pairs, `host=h password=... `, quoted
+  (`password='a b'`) or up to the next space.
+
+Not secrets: `passfile`, `sslkey`, `sslcert` and other settings name files, whose contents stay
+where they are; user, host, port and database names stay readable.
+
+Masking may hide more than the secret on a line (e.g. an `@` later on the line after a URL
+with a password), never less; it is idempotent, so a masked URL can be masked again (into an
+error message, say) and stays the same.
 """
 
 from __future__ import annotations
@@ -13,12 +32,43 @@ import re
 STORAGE_ENV = "RNNLAB_OPTUNA_STORAGE"
 MASK = "***"
 
-_PASSWORD_IN_URL = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:)[^@\s]*@")
+# Keys whose value is a secret: psycopg2/libpq and pymysql/ODBC spellings of a password, and
+# libpq's pass phrase for an encrypted client key.
+SECRET_KEYS = ("password", "passwd", "pwd", "sslpassword")
+_KEYS = "|".join(SECRET_KEYS)
+
+# scheme://user:PASSWORD@ — the user may hold `@` or spaces (SQLAlchemy reads it up to the first
+# `:` or `/`); the password runs to the last `@` on the line.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/\n]*:)[^\n]*@")
+# ?password=VALUE& (also after `&` or `;`); a value that is already the mask is left alone, so
+# that the text after a masked URL survives masking it again.
+_QUERY = re.compile(
+    rf"([?&;](?:{_KEYS})=)(?!{re.escape(MASK)}(?:[&\s'\",;:.)\]}}]|$))[^&\n]*",
+    re.IGNORECASE | re.MULTILINE,
+)
+# libpq keyword/value: password=VALUE, password = 'quoted \' value', PGPASSWORD=VALUE; not
+# inside a longer name, and not after `?` or `&` (a query string's `?password=` is _QUERY's).
+_KEYWORD = re.compile(
+    rf"((?<![\w?&;.\-])(?:pg)?(?:{_KEYS})\s*=\s*)('(?:[^'\\\n]|\\.)*'?|[^\s']\S*)",
+    re.IGNORECASE,
+)
 
 
 def mask_url(text: str) -> str:
-    """`text` with the password of every URL in it replaced by ***."""
-    return _PASSWORD_IN_URL.sub(rf"\g<1>{MASK}@", text)
+    """`text` with every secret a storage URL or connection string in it holds replaced by ***.
+
+    `text` may be a URL, or any text holding URLs (a log line, an exception message, YAML).
+    """
+    text = _USERINFO.sub(rf"\g<1>{MASK}@", text)
+    text = _QUERY.sub(rf"\g<1>{MASK}", text)
+    return _KEYWORD.sub(_mask_keyword, text)
+
+
+def _mask_keyword(m: re.Match[str]) -> str:
+    value = m.group(2)
+    if value in (MASK, f"'{MASK}'"):
+        return m.group(0)
+    return m.group(1) + (f"'{MASK}'" if value.startswith("'") else MASK)
 
 
 def real_storage_url(configured: str) -> str:

@@ -1,0 +1,283 @@
+"""Storage passwords never leave the process that was given them.
+
+Fast: mask_url on every form a libpq / SQLAlchemy URL or connection string carries a secret in,
+and real_storage_url finding the real URL again for the masked form, through Hydra's override
+grammar. Slow: real sweeps on a real PostgreSQL (tests/pg.py) with each form, then every byte
+under the output folder and everything printed is searched for the secret.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from pg import HOST, Server, free_port, postgres_server
+from rnnlab import runs, secrets
+from rnnlab.secrets import MASK, mask_url, real_storage_url
+
+REPO = Path(__file__).resolve().parents[1]
+
+# (text, masked): the password in every place and spelling a URL can carry it.
+MASKED = [
+    # userinfo: plain, percent-encoded, spaces, raw `:` `/` `?` `#` and `@`, empty user, `@` in user
+    ("postgresql://u:Pw9x@h/db", "postgresql://u:***@h/db"),
+    ("postgresql+psycopg2://u:p%40ss%3Aw%2F@h:5432/db", "postgresql+psycopg2://u:***@h:5432/db"),
+    ("postgresql://u:Kq7v Wz3x@h:5/db", "postgresql://u:***@h:5/db"),
+    ("postgresql://u:a:b/c?d#e@h/db", "postgresql://u:***@h/db"),
+    ("postgresql://u:Mx4r@Tn8@h/db", "postgresql://u:***@h/db"),
+    ("postgresql://user@srv:Pw9x@srv.example/db", "postgresql://user@srv:***@srv.example/db"),
+    ("redis://:Pw9x@h:6379/0", "redis://:***@h:6379/0"),
+    ("mysql+pymysql://u:Pw9x@h/db?charset=utf8", "mysql+pymysql://u:***@h/db?charset=utf8"),
+    # the query string: any case, spaces, encoded, several, with other keys kept
+    ("postgresql://u@h/db?password=Lw5e", "postgresql://u@h/db?password=***"),
+    (
+        "postgresql://u@h/db?sslmode=require&password=Lw5e Rt9y&application_name=x",
+        "postgresql://u@h/db?sslmode=require&password=***&application_name=x",
+    ),
+    ("postgresql://u@h/db?PASSWORD=Lw5e%20Rt", "postgresql://u@h/db?PASSWORD=***"),
+    (
+        "postgresql://u:Pw9x@h/db?sslpassword=Kp2&passwd=Qz3&pwd=Rr4&passfile=/home/u/.pgpass",
+        "postgresql://u:***@h/db?sslpassword=***&passwd=***&pwd=***&passfile=/home/u/.pgpass",
+    ),
+    # libpq keyword/value connection strings, and PGPASSWORD on a command line
+    ("host=h user=u password=Pw9x dbname=db", "host=h user=u password=*** dbname=db"),
+    ("host=h password = 'a \\' b c' dbname=db", "host=h password = '***' dbname=db"),
+    ("PGPASSWORD=Pw9x psql -h h", "PGPASSWORD=*** psql -h h"),
+    # inside text: log lines, YAML, quoted overrides, exception messages
+    (
+        "Study s in postgresql://u:Pw9x@h/db (0 earlier trials)",
+        "Study s in postgresql://u:***@h/db (0 earlier trials)",
+    ),
+    (
+        "  storage: 'postgresql://u:it''s Pw9x@h/db'\n  study_name: s\n",
+        "  storage: 'postgresql://u:***@h/db'\n  study_name: s\n",
+    ),
+    (
+        "hydra.sweeper.storage='postgresql://u@h/db?password=Lw5e&x=1' -m",
+        "hydra.sweeper.storage='postgresql://u@h/db?password=***&x=1' -m",
+    ),
+    (
+        "Could not parse SQLAlchemy URL from string 'postgresql://u:Kq7v Wz3x@h:x/db'",
+        "Could not parse SQLAlchemy URL from string 'postgresql://u:***@h:x/db'",
+    ),
+    (
+        "a: postgresql://u:Pw9x@h/db\nb: redis://:Qz3@r/0\n",
+        "a: postgresql://u:***@h/db\nb: redis://:***@r/0\n",
+    ),
+]
+
+UNCHANGED = [
+    "sqlite:////tmp/optuna/a.db",
+    "sqlite:///outputs/optuna/rnn_optuna.db",
+    "postgresql://u@h:5432/db",
+    "postgresql://h:5432/db?sslmode=require&passfile=/p",
+    "https://hydra.cc/docs/1.2/advanced/override_grammar/basic for details",
+    "epoch 3: train/loss 0.31, val/acc 0.912",
+    "trainer.epochs=1 model.hidden_size=8 optimizer.lr=0.001",
+]
+
+
+@pytest.mark.parametrize(("text", "masked"), MASKED)
+def test_mask_url_masks_every_form(text: str, masked: str) -> None:
+    assert mask_url(text) == masked
+    assert mask_url(masked) == masked  # idempotent: a masked URL can go into a message
+
+
+@pytest.mark.parametrize("text", UNCHANGED)
+def test_mask_url_leaves_text_without_secrets_alone(text: str) -> None:
+    assert mask_url(text) == text
+
+
+def test_masked_url_keeps_the_text_after_it() -> None:
+    for url in ("postgresql://u:Pw9x@h:1/db", "postgresql://u@h:1/db?password=Lw5e"):
+        line = f"rnnlab: error: hydra.sweeper.storage={mask_url(url)}: cannot open the storage"
+        assert mask_url(line) == line
+        assert "Pw9x" not in line and "Lw5e" not in line
+
+
+def _hydra_value(override: str) -> object:
+    return OverridesParser.create().parse_override(override).value()
+
+
+@pytest.mark.parametrize("url", [text for text, _ in MASKED if "://" in text and "\n" not in text])
+def test_real_storage_url_finds_the_url_after_hydra(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sweeper hands each job `trial={...,storage:'<masked>'}` (quoted as the sweeper's
+    # _quote does) and the real URL in STORAGE_ENV; the job must get the real one back.
+    masked = mask_url(url)
+    quoted = "'" + masked.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    got = _hydra_value(f"trial={{number:0,storage:{quoted}}}")
+    assert isinstance(got, dict) and got["storage"] == masked
+    monkeypatch.setenv(secrets.STORAGE_ENV, url)
+    assert real_storage_url(got["storage"]) == url
+    monkeypatch.setenv(secrets.STORAGE_ENV, "postgresql://u:other@elsewhere/db")
+    assert real_storage_url(masked) == masked  # another URL's secret is never handed out
+    monkeypatch.delenv(secrets.STORAGE_ENV)
+    assert real_storage_url(masked) == masked
+
+
+# --------------------------------------------------------------------------- end to end
+
+# Four roles on one server, each with a password in a form of its own; the URL is what the
+# user types after `hydra.sweeper.storage=`.
+FORMS = {
+    "space": ("Kq7v Wz3x", lambda pw: pw),
+    "at_colon": ("Mx4r@Tn8:Pj2", lambda pw: pw.replace("@", "%40")),
+    "percent": ("Hy6k/Gd7q?1#Bc%9 Efw", lambda pw: quote(pw, safe="")),
+    "query": ("Lw5e Rt9y&Qs", None),
+}
+
+SWEEP = [
+    "data=mnist_sample",
+    "data.val_size=400",
+    "data.test_size=4100",
+    "model=rnn",
+    "model.hidden_size=8",
+    "data.batch_size=64",
+    "trainer.epochs=1",
+    "trainer.save_checkpoints=true",
+    "trainer.progress=false",
+    "hydra/sweeper=rnnlab_optuna",
+    "hydra.sweeper.n_trials=1",
+    "optimizer.lr=tag(log,interval(1e-3,1e-2))",
+]
+
+
+def _url(form: str, port: int, user: str) -> str:
+    password, encode = FORMS[form]
+    if encode is None:
+        return f"postgresql://{user}@{HOST}:{port}/{user}?password={quote_plus(password)}"
+    return f"postgresql://{user}:{encode(password)}@{HOST}:{port}/{user}"
+
+
+def _spellings(password: str) -> set[str]:
+    """The password as typed, percent-encoded every way, and each of its pieces of 4+ chars."""
+    forms = {password, quote(password), quote(password, safe=""), quote_plus(password)}
+    forms |= {p for p in re.split(r"[^A-Za-z0-9]", password) if len(p) >= 4}
+    return forms
+
+
+def _leaks(root: Path, text: str, password: str) -> list[str]:
+    found = []
+    spellings = _spellings(password)
+    for s in spellings:
+        if s in text:
+            found.append(f"console: {s!r}")
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        blobs = [path.read_bytes()]
+        if zipfile.is_zipfile(path):  # torch checkpoints: look inside too (compressed members)
+            with zipfile.ZipFile(path) as z:
+                blobs += [z.read(n) for n in z.namelist()]
+        for s in spellings:
+            if any(s.encode() in b for b in blobs):
+                found.append(f"{path.relative_to(root)}: {s!r}")
+    return found
+
+
+def _sweep(out: Path, data_dir: Path, *args: str, timeout: float = 300):
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
+    env.pop(secrets.STORAGE_ENV, None)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "-m",
+            f"paths.data_dir={data_dir}",
+            f"paths.output_root={out}",
+            *SWEEP,
+            *args,
+        ],
+        cwd=out,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def server() -> Server:
+    with postgres_server() as s:
+        for form, (password, _) in FORMS.items():
+            s.create_role(f"f_{form}", password)
+        yield s
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", list(FORMS))
+def test_sweep_on_postgres_writes_and_prints_no_password(
+    form: str, server: Server, data_dir: Path, tmp_path: Path
+) -> None:
+    import optuna
+
+    url = _url(form, server.port, f"f_{form}")
+    out = tmp_path / "out"
+    proc = _sweep(
+        out, data_dir, f"hydra.sweeper.storage='{url}'", f"hydra.sweeper.study_name={form}"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the sweep really used this role and its password: the trial is in its database
+    trials = optuna.load_study(study_name=form, storage=url).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"]
+    sweep_dir = next(out.glob(f"multirun/*/*/{runs.MULTIRUN_FILE}")).parent
+    files = {p.name for p in sweep_dir.rglob("*") if p.is_file()}
+    # what must have been searched: every file the sweep and its run write
+    for name in (
+        runs.MULTIRUN_FILE,
+        runs.OPTUNA_RESULTS_FILE,
+        runs.TRIALS_FILE,
+        runs.SUMMARY_FILE,
+        runs.LOG_FILE,
+        runs.LAST_CHECKPOINT,
+        "hydra.yaml",
+        "overrides.yaml",
+        "config.yaml",
+    ):
+        assert name in files, (name, sorted(files))
+    assert _leaks(out, proc.stdout + proc.stderr, FORMS[form][0]) == []
+    assert f"{MASK}@" in (sweep_dir / runs.MULTIRUN_FILE).read_text() or form == "query"
+
+
+@pytest.mark.slow
+def test_checkpoints_hold_no_storage_url(server: Server, data_dir: Path, tmp_path: Path) -> None:
+    """Not even masked: a checkpoint is copied around, and the URL names the database."""
+    url = _url("space", server.port, "f_space")
+    out = tmp_path / "out"
+    proc = _sweep(out, data_dir, f"hydra.sweeper.storage='{url}'", "hydra.sweeper.study_name=ck")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    checkpoints = list(out.rglob(f"{runs.CHECKPOINT_DIR}/*.pt"))
+    assert checkpoints
+    for path in checkpoints:
+        with zipfile.ZipFile(path) as z:
+            blobs = [z.read(n) for n in z.namelist()]
+        for needle in (b"postgresql", f"{HOST}:{server.port}".encode(), b"f_space"):
+            assert not any(needle in b for b in blobs), (path, needle)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", [*FORMS, "raw_at"])
+def test_unreachable_storage_error_names_no_password(
+    form: str, data_dir: Path, tmp_path: Path
+) -> None:
+    port = free_port()  # nothing listens there
+    if form == "raw_at":  # a raw `@` in the password: SQLAlchemy splits it at the first one
+        password, url = "Mx4r@Tn8:Pj2", f"postgresql://u:Mx4r@Tn8:Pj2@{HOST}:{port}/db"
+    else:
+        password, url = FORMS[form][0], _url(form, port, "u")
+    proc = _sweep(tmp_path / "out", data_dir, f"hydra.sweeper.storage='{url}'", timeout=120)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("rnnlab: error:")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert "cannot open" in lines[0] and f"hydra.sweeper.storage={mask_url(url)}" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert _leaks(tmp_path / "out", proc.stdout + proc.stderr, password) == []
