@@ -21,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from pg import HOST, Server, free_port, postgres_server
 from rnnlab import runs, secrets
-from rnnlab.secrets import MASK, mask_url, real_storage_url
+from rnnlab.secrets import MASK, mask_url, real_storage_url, refuse_unparsable_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,6 +123,34 @@ def test_real_storage_url_finds_the_url_after_hydra(
     assert real_storage_url(masked) == masked  # another URL's secret is never handed out
     monkeypatch.delenv(secrets.STORAGE_ENV)
     assert real_storage_url(masked) == masked
+
+
+UNPARSABLE = [
+    "hydra.sweeper.storage=postgresql://u:Pw9x#Zr@h/db",  # `#` needs quoting
+    "hydra.sweeper.storage=postgresql://u@h/db?password=Pw9x&sslmode=disable",  # so does `=`
+]
+
+
+@pytest.mark.parametrize("arg", UNPARSABLE)
+def test_unparsable_override_is_refused_masked(arg: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as e:
+        refuse_unparsable_overrides(["-m", "trainer.epochs=1", arg])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rnnlab: error: {mask_url(arg)}: Hydra cannot parse")
+    assert len(err.splitlines()) == 1 and "Pw9x" not in err
+
+
+def test_parsable_overrides_pass() -> None:
+    refuse_unparsable_overrides(
+        [
+            "-m",
+            "hydra.sweeper.storage='postgresql://u:Pw9x#Zr@h/db'",
+            "hydra.sweeper.storage=postgresql://u:Kq7v Wz3x@h/db",
+            "trainer.epochs=1",
+            "optimizer.lr=tag(log,interval(1e-3,1e-2))",
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- end to end
@@ -287,3 +315,20 @@ def test_unreachable_storage_error_names_no_password(
     assert "Traceback" not in proc.stderr
     leaks = _leaks(tmp_path / "out", proc.stdout + proc.stderr, password)
     assert not leaks, "\n".join(leaks)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arg", UNPARSABLE)
+def test_train_refuses_unparsable_storage_without_printing_it(arg: str, tmp_path: Path) -> None:
+    # Hydra itself would print the override, password and all.
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "-m", "hydra/sweeper=rnnlab_optuna", arg],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("rnnlab: error: hydra.sweeper.storage=")
+    assert "Pw9x" not in proc.stdout + proc.stderr
+    assert not list(tmp_path.iterdir())

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from collections.abc import Sequence
 
 STORAGE_ENV = "RNNLAB_OPTUNA_STORAGE"
 MASK = "***"
@@ -77,3 +79,27 @@ def real_storage_url(configured: str) -> str:
     if real and mask_url(real) == configured:
         return real
     return configured
+
+
+def refuse_unparsable_overrides(argv: Sequence[str]) -> None:
+    """Exit with one masked line if an override holding a secret is one Hydra cannot parse.
+
+    Hydra would print the whole override, password included (e.g. for a `#` in it, which
+    needs quoting). Runs before Hydra, like cli.check_group_choices.
+    """
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg or mask_url(arg) == arg:
+            continue
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.errors import HydraException
+
+        try:
+            OverridesParser.create().parse_overrides([arg])
+        except HydraException:
+            key = arg.partition("=")[0]
+            print(
+                f"rnnlab: error: {mask_url(arg)}: Hydra cannot parse this value; quote it, "
+                f"e.g. \"{key}='postgresql://user:pw@host/db'\" (a ' in it as \\')",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
