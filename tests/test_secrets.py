@@ -211,9 +211,9 @@ def _leaks(root: Path, text: str, password: str) -> list[str]:
     return found
 
 
-def _sweep(out: Path, data_dir: Path, *args: str, timeout: float = 300):
+def _sweep(out: Path, data_dir: Path, *args: str, timeout: float = 300, **env_vars: str):
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0", **env_vars)
     env.pop(secrets.STORAGE_ENV, None)
     return subprocess.run(
         [
@@ -275,6 +275,48 @@ def test_sweep_on_postgres_writes_and_prints_no_password(
     leaks = _leaks(out, proc.stdout + proc.stderr, FORMS[form][0])
     assert not leaks, "\n".join(leaks)
     assert f"{MASK}@" in (sweep_dir / runs.MULTIRUN_FILE).read_text() or form == "query"
+
+
+@pytest.mark.slow
+def test_storage_from_an_environment_variable(
+    server: Server, data_dir: Path, tmp_path: Path
+) -> None:
+    """`hydra.sweeper.storage=${oc.env:VAR}` keeps the password off the command line too."""
+    out = tmp_path / "out"
+    url = _url("space", server.port, "f_space")
+    proc = _sweep(
+        out,
+        data_dir,
+        "hydra.sweeper.storage=${oc.env:RNNLAB_TEST_DB}",
+        "hydra.sweeper.study_name=env",
+        RNNLAB_TEST_DB=url,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    leaks = _leaks(out, proc.stdout + proc.stderr, FORMS["space"][0])
+    assert not leaks, "\n".join(leaks)
+    multirun = next(out.glob(f"multirun/*/*/{runs.MULTIRUN_FILE}")).read_text()
+    assert mask_url(url) in multirun
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["space", "query"])
+def test_wrong_password_error_names_no_password(
+    form: str, server: Server, data_dir: Path, tmp_path: Path
+) -> None:
+    # The server answers: SQLAlchemy's and psycopg2's authentication error, not a refusal.
+    url = _url(form, server.port, f"f_{form}").replace("Kq7v", "Kq7V").replace("Lw5e", "Lw5E")
+    proc = _sweep(tmp_path / "out", data_dir, f"hydra.sweeper.storage='{url}'", timeout=120)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("rnnlab: error:")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"rnnlab: error: hydra.sweeper.storage={mask_url(url)}: cannot")
+    assert "password authentication failed" in lines[0]
+    for password in (
+        FORMS[form][0],
+        FORMS[form][0].replace("Kq7v", "Kq7V").replace("Lw5e", "Lw5E"),
+    ):
+        leaks = _leaks(tmp_path / "out", proc.stdout + proc.stderr, password)
+        assert not leaks, "\n".join(leaks)
 
 
 @pytest.mark.slow
