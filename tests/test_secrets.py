@@ -47,6 +47,15 @@ MASKED = [
         "postgresql://u:Pw9x@h/db?sslpassword=Kp2&passwd=Qz3&pwd=Rr4&passfile=/home/u/.pgpass",
         "postgresql://u:***@h/db?sslpassword=***&passwd=***&pwd=***&passfile=/home/u/.pgpass",
     ),
+    # a percent-encoded key; a value that holds a secret once decoded
+    ("postgresql://u@h/db?pass%77ord=Lw5e", "postgresql://u@h/db?pass%77ord=***"),
+    (
+        "postgresql+psycopg2:///db?dsn=host%3Dh%20password%3DLw5e&sslmode=disable",
+        "postgresql+psycopg2:///db?dsn=***&sslmode=disable",
+    ),
+    ("sqlite:///a.db?target=redis%3A%2F%2F%3APw9x%40r", "sqlite:///a.db?target=***"),
+    # a newline in the password
+    ("postgresql://u:ab\ncd@h/db", "postgresql://u:***@h/db"),
     # libpq keyword/value connection strings, and PGPASSWORD on a command line
     ("host=h user=u password=Pw9x dbname=db", "host=h user=u password=*** dbname=db"),
     ("host=h password = 'a \\' b c' dbname=db", "host=h password = '***' dbname=db"),
@@ -79,6 +88,8 @@ UNCHANGED = [
     "sqlite:///outputs/optuna/rnn_optuna.db",
     "postgresql://u@h:5432/db",
     "postgresql://h:5432/db?sslmode=require&passfile=/p",
+    "postgresql://u@h/db?application_name=a%20b&sslmode=require",
+    "a: 1\nb: postgresql://u@h/db\n",
     "https://hydra.cc/docs/1.2/advanced/override_grammar/basic for details",
     "epoch 3: train/loss 0.31, val/acc 0.912",
     "trainer.epochs=1 model.hidden_size=8 optimizer.lr=0.001",

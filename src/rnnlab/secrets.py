@@ -11,8 +11,9 @@ What counts as a secret, in any text (a URL alone, a log line, YAML, JSON, a com
   password, so a raw `@` in it splits it; the mask runs to the last `@` on the line, so no
   piece of it survives);
 - the value of `password`, `passwd`, `pwd` or `sslpassword` (libpq's pass phrase for the client
-  key) in a query string, `?password=...&`, any case, up to the next `&` or the end of the
-  line (a value may hold spaces);
+  key) in a query string, `?password=...&`, any case, the key percent-encoded or not, up to the
+  next `&` or the end of the line (a value may hold spaces); and any other query value that,
+  percent-decoded, holds a secret itself (`?dsn=host%3Dh%20password%3D...`);
 - the same keys, and `PGPASSWORD`, as libpq keyword/value pairs, `host=h password=... `, quoted
   (`password='a b'`) or up to the next space.
 
@@ -30,6 +31,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from urllib.parse import unquote_plus
 
 STORAGE_ENV = "RNNLAB_OPTUNA_STORAGE"
 MASK = "***"
@@ -40,16 +42,17 @@ SECRET_KEYS = ("password", "passwd", "pwd", "sslpassword")
 _KEYS = "|".join(SECRET_KEYS)
 
 # scheme://user:PASSWORD@ — the user may hold `@` or spaces (SQLAlchemy reads it up to the first
-# `:` or `/`); the password runs to the last `@` on the line.
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/\n]*:)[^\n]*@")
-# ?password=VALUE& (also after `&` or `;`); a value that is already the mask is left alone, so
-# that the text after a masked URL survives masking it again.
-_QUERY = re.compile(
-    rf"([?&;](?:{_KEYS})=)(?!{re.escape(MASK)}(?:[&\s'\",;:.)\]}}]|$))[^&\n]*",
-    re.IGNORECASE | re.MULTILINE,
-)
+# `:` or `/`); the password runs to the last `@` on the line or, when there is none, to the
+# next `@` on a later line (a password may hold a newline).
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/\n]*:)(?:[^\n]*@|[\s\S]*?@)")
+# A query parameter's key, after `?`, `&` or `;`; keys are percent-decoded as SQLAlchemy does.
+_QUERY_KEY = re.compile(r"[?&;]([^=&?;#\s'\"]+)=")
+# A secret value that is already the mask, ended: left alone, so that the text after a masked
+# URL survives masking it again (say, in an error message).
+_MASKED = re.compile(rf"{re.escape(MASK)}(?=[&\s'\",;:.)\]}}]|$)")
+_PLAIN_VALUE = re.compile(r"[^&\s]*")
 # libpq keyword/value: password=VALUE, password = 'quoted \' value', PGPASSWORD=VALUE; not
-# inside a longer name, and not after `?` or `&` (a query string's `?password=` is _QUERY's).
+# inside a longer name, and not after `?` or `&` (a query string's `?password=` is above).
 _KEYWORD = re.compile(
     rf"((?<![\w?&;.\-])(?:pg)?(?:{_KEYS})\s*=\s*)('(?:[^'\\\n]|\\.)*'?|[^\s']\S*)",
     re.IGNORECASE,
@@ -62,8 +65,33 @@ def mask_url(text: str) -> str:
     `text` may be a URL, or any text holding URLs (a log line, an exception message, YAML).
     """
     text = _USERINFO.sub(rf"\g<1>{MASK}@", text)
-    text = _QUERY.sub(rf"\g<1>{MASK}", text)
+    text = _mask_query(text)
     return _KEYWORD.sub(_mask_keyword, text)
+
+
+def _mask_query(text: str) -> str:
+    out, pos = [], 0
+    for m in _QUERY_KEY.finditer(text):
+        start = m.end()
+        if m.start() < pos:
+            continue  # inside a value masked already
+        if unquote_plus(m.group(1)).strip().lower() in SECRET_KEYS:
+            if _MASKED.match(text, start):
+                continue
+            # The value may hold spaces: it runs to the next parameter or the end of the line.
+            end = min(
+                (i for i in (text.find("&", start), text.find("\n", start)) if i >= 0),
+                default=len(text),
+            )
+        else:
+            # Any other value is a secret if it carries one once decoded (a URL, a libpq string).
+            end = _PLAIN_VALUE.match(text, start).end()  # type: ignore[union-attr]
+            value = unquote_plus(text[start:end])
+            if mask_url(value) == value:
+                continue
+        out += [text[pos:start], MASK]
+        pos = end
+    return "".join([*out, text[pos:]])
 
 
 def _mask_keyword(m: re.Match[str]) -> str:
