@@ -54,6 +54,16 @@ MASKED = [
         "postgresql+psycopg2:///db?dsn=***&sslmode=disable",
     ),
     ("sqlite:///a.db?target=redis%3A%2F%2F%3APw9x%40r", "sqlite:///a.db?target=***"),
+    # typos SQLAlchemy reports with the URL in the message
+    ("postgresql:/u:Pw9x@h/db", "postgresql:/u:***@h/db"),
+    ("postgresql:///u:Pw9x@h/db", "postgresql:///u:***@h/db"),
+    (
+        "storage=postgresql:/u:***@h:1/db: cannot open: Could not parse rfc1738 URL from "
+        "string 'postgresql:/u:Kq7v Wz3x@h:1/db'",
+        "storage=postgresql:/u:***@h:1/db: cannot open: Could not parse rfc1738 URL from "
+        "string 'postgresql:/u:***@h:1/db'",
+    ),
+    ("postgresql://u:a://b@h/db", "postgresql://u:***@h/db"),
     # a newline in the password
     ("postgresql://u:ab\ncd@h/db", "postgresql://u:***@h/db"),
     # libpq keyword/value connection strings, and PGPASSWORD on a command line

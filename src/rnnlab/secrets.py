@@ -42,9 +42,12 @@ SECRET_KEYS = ("password", "passwd", "pwd", "sslpassword")
 _KEYS = "|".join(SECRET_KEYS)
 
 # scheme://user:PASSWORD@ — the user may hold `@` or spaces (SQLAlchemy reads it up to the first
-# `:` or `/`); the password runs to the last `@` on the line or, when there is none, to the
-# next `@` on a later line (a password may hold a newline).
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/\n]*:)(?:[^\n]*@|[\s\S]*?@)")
+# `:` or `/`). The password runs to the last `@` before the next URL on the line (an error
+# message may quote the URL again), else to the last `@` on the line, else to the next `@` on a
+# later line (a password may hold a newline). One slash or three instead of two (a typo
+# SQLAlchemy reports with the whole URL) are masked too.
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.\-]*:/"
+_USERINFO = re.compile(rf"({_SCHEME}/*[^:/\n]*:)(?:(?:(?!{_SCHEME})[^\n])*@|[^\n]*@|[\s\S]*?@)")
 # A query parameter's key, after `?`, `&` or `;`; keys are percent-decoded as SQLAlchemy does.
 _QUERY_KEY = re.compile(r"[?&;]([^=&?;#\s'\"]+)=")
 # A secret value that is already the mask, ended: left alone, so that the text after a masked
