@@ -278,6 +278,7 @@ def test_sweep_on_postgres_writes_and_prints_no_password(
     # the sweep really used this role and its password: the trial is in its database
     trials = optuna.load_study(study_name=form, storage=url).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"]
+    assert trials[0].intermediate_values  # the job found the real URL and reported to postgres
     sweep_dir = next(out.glob(f"multirun/*/*/{runs.MULTIRUN_FILE}")).parent
     files = {p.name for p in sweep_dir.rglob("*") if p.is_file()}
     # what must have been searched: every file the sweep and its run write
