@@ -124,6 +124,17 @@ def test_masked_url_keeps_the_text_after_it() -> None:
         assert "Pw9x" not in line and "Lw5e" not in line
 
 
+def test_mask_url_is_linear_in_long_text() -> None:
+    # A backtracking regex took minutes on this (0.8 MB of log lines full of URLs).
+    import time
+
+    text = ("epoch 1 http://host:5000/x postgresql://u:Pw9x@h/db val/acc 0.9 " * 20 + "\n") * 600
+    started = time.monotonic()
+    masked = mask_url(text)
+    assert "Pw9x" not in masked and masked.count("http://host:5000/x") == 12000
+    assert time.monotonic() - started < 20  # ~0.1 s; generous for a loaded machine
+
+
 def _hydra_value(override: str) -> object:
     return OverridesParser.create().parse_override(override).value()
 

@@ -41,13 +41,15 @@ MASK = "***"
 SECRET_KEYS = ("password", "passwd", "pwd", "sslpassword")
 _KEYS = "|".join(SECRET_KEYS)
 
-# scheme://user:PASSWORD@ — the user may hold `@` or spaces (SQLAlchemy reads it up to the first
-# `:` or `/`). The password runs to the last `@` before the next URL on the line (an error
-# message may quote the URL again), else to the last `@` on the line, else to the next `@` on a
-# later line (a password may hold a newline). One slash or three instead of two (a typo
-# SQLAlchemy reports with the whole URL) are masked too.
-_SCHEME = r"[A-Za-z][A-Za-z0-9+.\-]*:/"
-_USERINFO = re.compile(rf"({_SCHEME}/*[^:/\n]*:)(?:(?:(?!{_SCHEME})[^\n])*@|[^\n]*@|[\s\S]*?@)")
+# scheme://user: — the head of a URL with a password. The user may hold `@` or spaces
+# (SQLAlchemy reads it up to the first `:` or `/`). One slash or three instead of two (a typo
+# SQLAlchemy reports with the whole URL) count too. Where the password ends: _mask_userinfo.
+_SCHEME = r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*:/"
+_USERINFO_HEAD = re.compile(rf"{_SCHEME}/*[^:/\n]*:")
+_URL_START = re.compile(_SCHEME)
+_SPACE = re.compile(r"\s")
+# A password may hold a newline: up to this many more lines are searched for its `@`.
+_MAX_PASSWORD_LINES = 3
 # A query parameter's key, after `?`, `&` or `;`; keys are percent-decoded as SQLAlchemy does.
 _QUERY_KEY = re.compile(r"[?&;]([^=&?;#\s'\"]+)=")
 # A secret value that is already the mask, ended: left alone, so that the text after a masked
@@ -67,9 +69,51 @@ def mask_url(text: str) -> str:
 
     `text` may be a URL, or any text holding URLs (a log line, an exception message, YAML).
     """
-    text = _USERINFO.sub(rf"\g<1>{MASK}@", text)
+    text = _mask_userinfo(text)
     text = _mask_query(text)
     return _KEYWORD.sub(_mask_keyword, text)
+
+
+def _mask_userinfo(text: str) -> str:
+    # The password runs to the last `@` before the next URL on the line (an error message may
+    # quote the URL again); else, if no space comes first (that is `host:port/db more text`),
+    # to the last `@` on the line (a password may hold `://`) or to the first `@` on the next
+    # few lines (or a newline). Found with str methods and short regex searches: the text may
+    # be long, and one backtracking regex is quadratic in it.
+    out, pos = [], 0
+    line_end = last_at = last_space = later_at = -1  # of the current line, found once a line
+    for m in _USERINFO_HEAD.finditer(text):
+        start = m.end()
+        if m.start() < pos:
+            continue  # inside a password masked already
+        if start > line_end:
+            line_end = text.find("\n", start)
+            line_end = len(text) if line_end < 0 else line_end
+            last_at = text.rfind("@", start, line_end)
+            last_space = max(text.rfind(c, start, line_end) for c in " \t\r\f\v")
+            later_at = text.find("@", line_end, _nth_line_end(text, line_end, _MAX_PASSWORD_LINES))
+        if last_at >= start:
+            next_url = _URL_START.search(text, start, last_at)
+            at = text.rfind("@", start, next_url.start()) if next_url else last_at
+            if at < 0 and not _SPACE.search(text, start, next_url.start()):  # type: ignore[union-attr]
+                at = last_at
+        elif last_space < start:
+            at = later_at
+        else:
+            at = -1  # host:port, not user:password
+        if at < 0:
+            continue
+        out += [text[pos:start], MASK]
+        pos = at
+    return "".join([*out, text[pos:]])
+
+
+def _nth_line_end(text: str, pos: int, n: int) -> int:
+    for _ in range(n):
+        pos = text.find("\n", pos + 1)
+        if pos < 0:
+            return len(text)
+    return pos
 
 
 def _mask_query(text: str) -> str:
