@@ -118,7 +118,11 @@ def test_mask_url_leaves_text_without_secrets_alone(text: str) -> None:
 
 
 def test_masked_url_keeps_the_text_after_it() -> None:
-    for url in ("postgresql://u:Pw9x@h:1/db", "postgresql://u@h:1/db?password=Lw5e"):
+    for url in (
+        "postgresql://u:Pw9x@h:1/db",
+        "postgresql://u@h:1/db?password=Lw5e",
+        "host=h port=1 password=Lw5e",
+    ):
         line = f"rnnlab: error: hydra.sweeper.storage={mask_url(url)}: cannot open the storage"
         assert mask_url(line) == line
         assert "Pw9x" not in line and "Lw5e" not in line

@@ -7,9 +7,10 @@ the real URL in the environment variable STORAGE_ENV, which the jobs inherit.
 What counts as a secret, in any text (a URL alone, a log line, YAML, JSON, a command line):
 
 - the password in a URL's userinfo, `scheme://user:PASSWORD@host`, whatever characters it
-  holds, percent-encoded or not (SQLAlchemy reads everything up to the first `@` as the
-  password, so a raw `@` in it splits it; the mask runs to the last `@` on the line, so no
-  piece of it survives);
+  holds (spaces, `:`, `/`, `?`, `#`, `@`, a newline), percent-encoded or not. SQLAlchemy reads
+  everything up to the first `@` as the password, so a raw `@` splits it and errors quote the
+  rest as host and port; the mask runs to the last `@` before the next URL on the line, so no
+  piece of it survives;
 - the value of `password`, `passwd`, `pwd` or `sslpassword` (libpq's pass phrase for the client
   key) in a query string, `?password=...&`, any case, the key percent-encoded or not, up to the
   next `&` or the end of the line (a value may hold spaces); and any other query value that,
@@ -94,8 +95,9 @@ def _mask_userinfo(text: str) -> str:
             later_at = text.find("@", line_end, _nth_line_end(text, line_end, _MAX_PASSWORD_LINES))
         if last_at >= start:
             next_url = _URL_START.search(text, start, last_at)
-            at = text.rfind("@", start, next_url.start()) if next_url else last_at
-            if at < 0 and not _SPACE.search(text, start, next_url.start()):  # type: ignore[union-attr]
+            end = next_url.start() if next_url else last_at + 1
+            at = text.rfind("@", start, end)
+            if at < 0 and not _SPACE.search(text, start, end):
                 at = last_at
         elif last_space < start:
             at = later_at
@@ -143,7 +145,7 @@ def _mask_query(text: str) -> str:
 
 def _mask_keyword(m: re.Match[str]) -> str:
     value = m.group(2)
-    if value in (MASK, f"'{MASK}'"):
+    if _MASKED.match(value) or value == f"'{MASK}'":
         return m.group(0)
     return m.group(1) + (f"'{MASK}'" if value.startswith("'") else MASK)
 
