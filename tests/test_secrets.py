@@ -278,22 +278,33 @@ def server() -> Server:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("form", list(FORMS))
+@pytest.mark.parametrize(
+    ("form", "launcher"), [(form, "basic") for form in FORMS] + [("query", "joblib")]
+)
 def test_sweep_on_postgres_writes_and_prints_no_password(
-    form: str, server: Server, data_dir: Path, tmp_path: Path
+    form: str, launcher: str, server: Server, data_dir: Path, tmp_path: Path
 ) -> None:
     import optuna
 
     url = _url(form, server.port, f"f_{form}")
+    study_name = f"{form}_{launcher}"
+    # joblib: two trials in worker processes, which get the real URL from the environment
+    extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_trials=2"]
     out = tmp_path / "out"
     proc = _sweep(
-        out, data_dir, f"hydra.sweeper.storage='{url}'", f"hydra.sweeper.study_name={form}"
+        out,
+        data_dir,
+        f"hydra.sweeper.storage='{url}'",
+        f"hydra.sweeper.study_name={study_name}",
+        *(extra if launcher == "joblib" else []),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # the sweep really used this role and its password: the trial is in its database
-    trials = optuna.load_study(study_name=form, storage=url).get_trials()
-    assert [t.state.name for t in trials] == ["COMPLETE"]
-    assert trials[0].intermediate_values  # the job found the real URL and reported to postgres
+    # the sweep really used this role and its password: the trials are in its database
+    trials = optuna.load_study(study_name=study_name, storage=url).get_trials()
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+    assert len(trials) == (2 if launcher == "joblib" else 1)
+    # the jobs found the real URL and reported to postgres
+    assert all(t.intermediate_values for t in trials)
     sweep_dir = next(out.glob(f"multirun/*/*/{runs.MULTIRUN_FILE}")).parent
     files = {p.name for p in sweep_dir.rglob("*") if p.is_file()}
     # what must have been searched: every file the sweep and its run write
