@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from rnnlab.cli import check_group_choices, user_errors_as_one_line
 from rnnlab.config import validate
+from rnnlab.secrets import refuse_unparsable_overrides
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
@@ -21,4 +22,5 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     check_group_choices(sys.argv[1:], Path(__file__).resolve().parent / "conf")
+    refuse_unparsable_overrides(sys.argv[1:])
     main()
