@@ -4,8 +4,13 @@ import os
 
 from omegaconf import OmegaConf
 
+from rnnlab.rundirs import unique_dir
+
 __version__ = "0.1.0"
 
 # ${cwd:} is the directory train.py started in. Hydra's own ${hydra:runtime.cwd} cannot be
 # resolved while a sweeper computes hydra.sweep.dir, before any job exists.
 OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
+# ${unique_dir:<base>}: a run or sweep folder no other process gets (see rnnlab.rundirs).
+# Cached, so that Hydra copies the answer into each job of a multirun.
+OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True, replace=True)
