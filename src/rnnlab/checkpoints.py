@@ -74,8 +74,7 @@ def save(run_dir: Path, cfg: DictConfig, state: TrainState, improved: bool, choi
     best.pt never runs ahead of the `best` row saved in last.pt.
     """
     ckpt_dir = run_dir / runs.CHECKPOINT_DIR
-    if state.epoch == 1 or not ckpt_dir.is_dir():
-        runs.remove_stale_temp_files(ckpt_dir)
+    runs.remove_stale_temp_files(ckpt_dir)  # a few names to look at: cheap every epoch
     config_yaml = OmegaConf.to_yaml(_recorded(cfg), resolve=True)
     model_state = {k: v.detach().cpu() for k, v in state.model.state_dict().items()}
     common = {"format": CHECKPOINT_FORMAT, "epoch": state.epoch, "model": model_state}
@@ -211,10 +210,12 @@ def _record_in_hydra_dir(
     hydra_dir = run_dir / runs.HYDRA_DIR
     if not hydra_dir.is_dir():
         return
-    runs.atomic_write(hydra_dir / "config.yaml", OmegaConf.to_yaml(effective))
+    runs.atomic_write(hydra_dir / runs.HYDRA_CONFIG_FILE, OmegaConf.to_yaml(effective))
     overrides = [*state.get("task_overrides", []), *_task_overrides()]
-    runs.atomic_write(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides)))
-    hydra_yaml = hydra_dir / "hydra.yaml"
+    runs.atomic_write(
+        hydra_dir / runs.HYDRA_OVERRIDES_FILE, OmegaConf.to_yaml(OmegaConf.create(overrides))
+    )
+    hydra_yaml = hydra_dir / runs.HYDRA_RUNTIME_FILE
     if choices and hydra_yaml.is_file():
         recorded = OmegaConf.load(hydra_yaml)
         with open_dict(recorded):
@@ -255,7 +256,7 @@ def composed_choices() -> dict[str, str | None]:
 def _choices_in_hydra_yaml(run_dir: Path) -> dict[str, str | None]:
     """Choices of a run whose last.pt predates them: its .hydra/hydra.yaml has them."""
     try:
-        recorded = OmegaConf.load(run_dir / runs.HYDRA_DIR / "hydra.yaml")
+        recorded = OmegaConf.load(run_dir / runs.HYDRA_DIR / runs.HYDRA_RUNTIME_FILE)
         return runs.run_choices(OmegaConf.to_container(recorded.hydra.runtime.choices))
     except Exception:
         return {}

@@ -33,20 +33,13 @@ from rnnlab.models import count_parameters
 from rnnlab.optim import build_optimizer, build_scheduler
 from rnnlab.runs import Status
 from rnnlab.secrets import mask_url
+from rnnlab.signals import Interrupted, signals_as_exceptions
 
 log = logging.getLogger(__name__)
 
 
 class Diverged(Exception):
     pass
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT, as an exception so that the run can record itself before it exits."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 class RunHook(Protocol):
@@ -81,23 +74,27 @@ def train(cfg: DictConfig) -> float:
     validate(cfg)
     run = _start(cfg)
     exit_code = None
-    with _signals_as_exceptions() as signals:
+    with signals_as_exceptions() as signals:
         try:
             _setup(run)
             _fit(run)
         except Diverged as e:
+            signals.hold()
             run.summary.status, run.summary.reason = Status.DIVERGED, f"non-finite loss: {e}"
             log.warning("run diverged: %s", e)
         except (Interrupted, KeyboardInterrupt) as e:
+            signals.hold()
             signum = getattr(e, "signum", signal.SIGINT)
             name = signal.Signals(signum).name
             run.summary.status, run.summary.reason = Status.INTERRUPTED, f"stopped by {name}"
             exit_code = 128 + signum
             _say_how_to_resume(run, name)
         except UserError as e:
+            signals.hold()
             run.summary.status, run.summary.reason = Status.FAILED, str(e)
             raise
         except Exception as e:
+            signals.hold()  # in each handler first: a signal now must not replace the error
             error = _as_run_error(run, e)
             run.summary.status = Status.FAILED
             run.summary.reason = str(error or f"{type(e).__name__}: {e}").splitlines()[0][:500]
@@ -388,42 +385,6 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             versions[name] = "not installed"
     return versions
-
-
-class _SignalGuard:
-    """SIGTERM and SIGINT raise Interrupted, once; after that, or once `hold()` is called
-    (the final files are being written), a signal is only remembered in `pending`."""
-
-    def __init__(self) -> None:
-        self.armed = True
-        self.pending: int | None = None
-
-    def handle(self, signum: int, frame: Any) -> None:
-        if self.armed:
-            self.armed = False
-            raise Interrupted(signum)
-        self.pending = self.pending or signum
-
-    def hold(self) -> None:
-        self.armed = False
-
-
-@contextmanager
-def _signals_as_exceptions():
-    """While training, SIGTERM/SIGINT end the run as `interrupted` after it has recorded
-    itself; a second signal, or one while the final files are written, cannot cut that short."""
-    guard = _SignalGuard()
-    previous = {}
-    try:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, guard.handle)
-    except ValueError:  # not the main thread (some launchers): leave signals alone
-        pass
-    try:
-        yield guard
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 @contextmanager
