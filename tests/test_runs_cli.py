@@ -121,6 +121,12 @@ def test_read_only_run_folder_is_one_line(run_train, tmpfs):
         "Read-only file system"
     )
     assert "Traceback" not in proc.stderr
+    proc = run_train("-m", *FAST, f"hydra.sweep.dir={tmpfs}/sweep")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"rnnlab: error: hydra.sweep.dir={tmpfs}/sweep: cannot write the output folder: "
+        "Read-only file system"
+    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
