@@ -129,6 +129,20 @@ def test_read_only_run_folder_is_one_line(run_train, tmpfs):
     )
 
 
+def test_full_disk_at_the_start_is_one_line(run_train, tmpfs):
+    subprocess.run(["dd", "if=/dev/zero", f"of={tmpfs}/filler", "bs=64k"], capture_output=True)
+    proc = run_train(*FAST, f"hydra.run.dir={tmpfs}/run")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"rnnlab: error: hydra.run.dir={tmpfs}/run: cannot write the output folder: "
+            "No space left on device"
+        )
+    )
+
+
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while not path.exists():

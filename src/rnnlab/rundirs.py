@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab.errors import fail
 
 _claimed: dict[str, str] = {}
+PROBE_BYTES = 64 * 1024  # more than Hydra's .hydra/*.yaml files take
 
 
 def unique_dir(base: str) -> str:
@@ -54,8 +55,12 @@ def check_writable(folder: Path, key: str) -> None:
     """Exit with one line naming `key` when `folder` cannot be created or written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        # Some bytes, not an empty file: a full disk still lets one create an empty file,
+        # and Hydra's own .hydra/*.yaml would then fail with a traceback.
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(bytes(PROBE_BYTES))
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as e:
         reason = os.strerror(e.errno) if e.errno else str(e)
         hint = " (free some space)" if e.errno == errno.ENOSPC else ""
