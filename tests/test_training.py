@@ -28,6 +28,8 @@ RUN_FILES = (
 )
 TIMING_COLUMNS = {"epoch_time_s", "train_samples_per_s"}
 
+pytestmark = pytest.mark.slow  # every test here runs the real CLI
+
 
 def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
