@@ -319,6 +319,19 @@ def test_resume_from_best_pt_is_one_line(run_train, two_epoch_run, tmp_path):
     assert "best.pt" in line and "last.pt" in line
 
 
+def test_damaged_last_pt_is_one_line(run_train, two_epoch_run, tmp_path):
+    run_dir, _ = two_epoch_run
+    state = torch.load(run_dir / "checkpoints/last.pt", weights_only=True)
+    del state["rng"]["batch_order"]
+    state["model"]["fc.weight"] = torch.zeros(3, 3)
+    (tmp_path / "crafted/checkpoints").mkdir(parents=True)
+    torch.save(state, tmp_path / "crafted/checkpoints/last.pt")
+    proc = run_train(f"resume={tmp_path / 'crafted'}", "trainer.epochs=3",
+                     f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    assert proc.returncode == 2
+    assert "last.pt does not fit" in one_error_line(proc)
+
+
 def test_checkpoints_never_hold_the_storage_url(run_train, tmp_path):
     url = "postgresql://rnnlab:s3cr3t-pw@127.0.0.1:9/optuna"
     trial = f"trial={{study_name:s,number:0,trial_id:1,storage:'{url}'}}"

@@ -135,14 +135,22 @@ def load_for_resume(cfg: DictConfig, run_dir: Path) -> Resume:
 def restore(state: TrainState, resume: Resume) -> None:
     """Put the saved model, optimizer, scheduler, RNG states and rows back into `state`."""
     saved = resume.state
-    state.model.load_state_dict(saved["model"])
-    state.optimizer.load_state_dict(saved["optimizer"])
-    if state.scheduler is not None and saved.get("scheduler") is not None:
-        state.scheduler.load_state_dict(saved["scheduler"])
-    set_rng_state(saved["rng"], state.batch_order)
-    state.history = list(saved["history"])
-    state.best = saved["best"]
-    state.epoch = saved["epoch"]
+    try:
+        state.model.load_state_dict(saved["model"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+        if state.scheduler is not None and saved.get("scheduler") is not None:
+            state.scheduler.load_state_dict(saved["scheduler"])
+        set_rng_state(saved["rng"], state.batch_order)
+        state.history = list(saved["history"])
+        state.best = saved["best"]
+        state.epoch = int(saved["epoch"])
+    except (KeyError, IndexError, RuntimeError, ValueError, TypeError) as e:
+        # a damaged or hand-made last.pt whose parts do not fit its own config
+        detail = str(e).splitlines()[0][:200] if str(e) else ""
+        raise ConfigError(
+            f"resume={resume.source}: {runs.LAST_CHECKPOINT} does not fit the config it "
+            f"carries ({type(e).__name__}: {detail})"
+        ) from None
 
 
 def rng_state(batch_order: torch.Generator) -> dict[str, Any]:
