@@ -1,5 +1,6 @@
 """rnnlab's single entry point: `python train.py [overrides]` or `python train.py -m ...`."""
 
+import logging
 import sys
 from pathlib import Path
 
@@ -21,6 +22,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    # A log line that cannot be written (a full disk) must not print a traceback of its own.
+    logging.raiseExceptions = False
     check_group_choices(sys.argv[1:], Path(__file__).resolve().parent / "conf")
     refuse_unparsable_overrides(sys.argv[1:])
     main()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch import nn
 from torch.utils.data import DataLoader
@@ -26,6 +27,7 @@ from torchvision import datasets, transforms
 
 from rnnlab import training
 from rnnlab.data import Batches, find_mnist_files, load_splits
+from rnnlab.optim import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 FLOP_PER_SAMPLE = 3.19e6  # forward + backward of RNN-128 over 28 steps, plus the head
@@ -102,8 +104,8 @@ def main() -> None:
     # (A) rnnlab: decoded tensors from the cache, batches cut on the device.
     splits = load_splits(cfg.data)
     torch.manual_seed(0)
-    model_a = training.instantiate(cfg.model)
-    opt_a = training._build_optimizer(cfg.optimizer, model_a, torch.device("cpu"))
+    model_a = instantiate(cfg.model)
+    opt_a = build_optimizer(cfg.optimizer, model_a.parameters(), torch.device("cpu"))
     batches = Batches(
         splits.train_x,
         splits.train_y,

@@ -173,6 +173,7 @@ def bad_results(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
 def test_bad_input_gives_one_line_and_no_traceback(bad, bad_results):
     override, named = bad
@@ -184,12 +185,14 @@ def test_bad_input_gives_one_line_and_no_traceback(bad, bad_results):
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow
 def test_unknown_key_is_refused_by_hydra_without_traceback(run_train, tmp_path):
     proc = run_train("model.hiden_size=3", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
     assert "model.hiden_size" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_bad_value_in_a_multirun_is_reported_without_traceback(run_train, tmp_path):
     proc = run_train("-m", "model.hidden_size=0", f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode != 0

@@ -202,3 +202,13 @@ def test_find_prefers_a_complete_folder(tmp_path):
     (tmp_path / FILES["train_images"]).write_bytes(b"")  # an incomplete set at the top level
     found = find_mnist_files(tmp_path)
     assert found is not None and all(p.parent == tmp_path / "raw" for p in found.values())
+
+
+@pytest.mark.parametrize("val_size", [N_TRAIN, N_TRAIN + 1, 5000])
+def test_val_size_beyond_the_training_images_is_one_line(tmp_path, val_size):
+    write_mnist(tmp_path / "raw", gz=False)
+    with pytest.raises(DataError) as e:
+        load_splits(data_cfg(tmp_path, tmp_path / "cache", val_size=val_size))
+    message = str(e.value)
+    assert f"data.val_size={val_size}" in message and str(N_TRAIN) in message
+    assert "\n" not in message

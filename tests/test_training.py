@@ -28,6 +28,8 @@ RUN_FILES = (
 )
 TIMING_COLUMNS = {"epoch_time_s", "train_samples_per_s"}
 
+pytestmark = pytest.mark.slow  # every test here runs the real CLI
+
 
 def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
@@ -221,3 +223,160 @@ def test_multirun_leaves_complete_run_dirs(rnn_gru_multirun):
         assert summary(sweep_dir / job)["status"] == "completed"
         cells.append((sweep_dir / job / ".hydra/config.yaml").read_text().count("cell: gru"))
     assert cells == [0, 1]
+
+
+# --- summary.json v2, checkpoints, and runs stopped at awkward moments (issue 8, item 7) ---
+
+FAST = (*SAMPLE, "model.hidden_size=8", "data.batch_size=512")
+
+
+def start_train(*args: str, data_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "train.py", *args, f"paths.data_dir={data_dir}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"},
+    )
+
+
+def wait_for(path: Path, proc: subprocess.Popen, poll: float = 0.002) -> None:
+    deadline = time.time() + 300
+    while not path.exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(poll)
+
+
+def one_error_line(proc) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("rnnlab: error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    return errors[0]
+
+
+def test_summary_v2_records_the_config_and_choices_that_ran(two_epoch_run):
+    run_dir, _ = two_epoch_run
+    s = summary(run_dir)
+    assert s["schema_version"] == 2
+    assert s["choices"] == {
+        "model": "rnn",
+        "data": "mnist_sample",
+        "optimizer": "adam",
+        "scheduler": None,
+        "trainer": "default",
+        "paths": "default",
+        "experiment": None,
+        "hparams_search": None,
+    }
+    config = s["config"]
+    assert config["model.cell"] == "rnn" and config["model.hidden_size"] == 128
+    assert config["optimizer._target_"] == "torch.optim.Adam" and config["optimizer.lr"] == 1e-3
+    assert config["trainer.epochs"] == 2 and config["seed"] == 0 and config["resume"] is None
+    assert config["paths.output_dir"] == str(run_dir)
+    assert not [k for k in config if k.startswith("trial")]
+
+
+def test_resumed_run_records_the_original_choices_and_config(run_train, tmp_path):
+    first, resumed = tmp_path / "first", tmp_path / "resumed"
+    args = (*FAST, "model=lstm", "optimizer=adamw", "scheduler=cosine", "trainer.epochs=1")
+    run_train(*args, f"hydra.run.dir={first}", check=True)
+    # a stale temp file, as a checkpoint write killed mid-way leaves it
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    stale = first / "checkpoints" / f".last.pt.{dead}.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    run_train(f"resume={first}", "trainer.epochs=2", f"hydra.run.dir={resumed}", check=True)
+    s = summary(resumed)
+    assert s["status"] == "completed" and s["epochs_completed"] == 2
+    assert (s["choices"]["model"], s["choices"]["optimizer"], s["choices"]["scheduler"]) == (
+        "lstm",
+        "adamw",
+        "cosine",
+    )
+    assert s["choices"]["data"] == "mnist_sample"
+    assert s["config"]["model.cell"] == "lstm" and s["config"]["trainer.epochs"] == 2
+    assert s["config"]["optimizer._target_"] == "torch.optim.AdamW"
+    assert s["config"]["resume"] == str(first)
+    hydra_yaml = (resumed / ".hydra/hydra.yaml").read_text()
+    assert "model: lstm" in hydra_yaml and "optimizer: adamw" in hydra_yaml
+    assert not stale.exists()
+
+    # resuming a finished run, or with fewer epochs than it trained: one line, nothing run
+    for epochs in ((), ("trainer.epochs=1",)):
+        proc = run_train(f"resume={resumed}", *epochs, f"hydra.run.dir={tmp_path / 'again'}")
+        assert proc.returncode == 2
+        line = one_error_line(proc)
+        assert "already trained 2 epochs" in line and "trainer.epochs=" in line
+        assert not (tmp_path / "again" / "summary.json").exists()
+
+
+def test_resume_from_best_pt_is_one_line(run_train, two_epoch_run, tmp_path):
+    run_dir, _ = two_epoch_run
+    proc = run_train(f"resume={run_dir}/checkpoints/best.pt", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert "best.pt" in line and "last.pt" in line
+
+
+def test_damaged_last_pt_is_one_line(run_train, two_epoch_run, tmp_path):
+    run_dir, _ = two_epoch_run
+    state = torch.load(run_dir / "checkpoints/last.pt", weights_only=True)
+    del state["rng"]["batch_order"]
+    state["model"]["fc.weight"] = torch.zeros(3, 3)
+    (tmp_path / "crafted/checkpoints").mkdir(parents=True)
+    torch.save(state, tmp_path / "crafted/checkpoints/last.pt")
+    proc = run_train(f"resume={tmp_path / 'crafted'}", "trainer.epochs=3",
+                     f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    assert proc.returncode == 2
+    assert "last.pt does not fit" in one_error_line(proc)
+
+
+def test_checkpoints_never_hold_the_storage_url(run_train, tmp_path):
+    url = "postgresql://rnnlab:s3cr3t-pw@127.0.0.1:9/optuna"
+    trial = f"trial={{study_name:s,number:0,trial_id:1,storage:'{url}'}}"
+    run_train(*FAST, "trainer.epochs=1", trial, f"hydra.run.dir={tmp_path}", check=True)
+    for name in ("checkpoints/last.pt", "checkpoints/best.pt"):
+        data = (tmp_path / name).read_bytes()
+        assert b"s3cr3t" not in data and b"127.0.0.1:9" not in data, name
+    s = summary(tmp_path)  # the command line it records is masked
+    assert "s3cr3t" not in json.dumps(s) and not [k for k in s["config"] if "trial" in k]
+    assert "trial" not in torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)["config"]
+
+
+def test_stopped_right_after_writing_metrics_it_can_be_resumed(data_dir, tmp_path):
+    cut = tmp_path / "cut"
+    args = (*SAMPLE, "model.hidden_size=256", "data.batch_size=512", "trainer.epochs=3")
+    proc = start_train(*args, f"hydra.run.dir={cut}", data_dir=data_dir)
+    wait_for(cut / "metrics.csv", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err
+    log = (cut / "train.log").read_text()
+    # every row of metrics.csv has its checkpoint, so the printed resume command works
+    assert (cut / "checkpoints/last.pt").is_file()
+    assert f"continue with: python train.py resume={cut}" in log
+    assert torch.load(cut / "checkpoints/last.pt", weights_only=True)["epoch"] >= len(metrics(cut))
+
+
+def test_signals_while_the_final_files_are_written(data_dir, tmp_path):
+    proc = start_train(*FAST, "trainer.epochs=1", f"hydra.run.dir={tmp_path}", data_dir=data_dir)
+    wait_for(tmp_path / "summary.json", proc)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "Traceback" not in err
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert summary(tmp_path)["status"] == "completed"
+
+
+def test_absurd_hidden_size_is_out_of_memory_in_one_line(run_train, tmp_path):
+    proc = run_train(*SAMPLE, "model.hidden_size=10000000", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 1
+    line = one_error_line(proc)
+    assert line.startswith("rnnlab: error: out of memory") and "model.hidden_size" in line
+    assert "Error in call to target" not in proc.stderr
+    s = summary(tmp_path)
+    assert s["status"] == "failed" and s["reason"].startswith("out of memory")

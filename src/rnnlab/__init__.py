@@ -6,6 +6,17 @@ from omegaconf import OmegaConf
 
 __version__ = "0.1.0"
 
+
+def _unique_dir(base: str) -> str:
+    # Imported on first use: `rnnlab compare` imports this package and needs none of Hydra.
+    from rnnlab.rundirs import unique_dir
+
+    return unique_dir(base)
+
+
 # ${cwd:} is the directory train.py started in. Hydra's own ${hydra:runtime.cwd} cannot be
 # resolved while a sweeper computes hydra.sweep.dir, before any job exists.
 OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
+# ${unique_dir:<base>}: a run or sweep folder no other process gets (see rnnlab.rundirs).
+# Cached, so that Hydra copies the answer into each job of a multirun.
+OmegaConf.register_new_resolver("unique_dir", _unique_dir, use_cache=True, replace=True)

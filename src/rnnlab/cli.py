@@ -9,30 +9,28 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rnnlab.errors import ConfigError, DataError
+from rnnlab.errors import UserError, fail
 
-
-def fail(message: str, code: int = 2) -> None:
-    print(f"rnnlab: error: {message}", file=sys.stderr)
-    sys.exit(code)
+__all__ = ["check_group_choices", "fail", "main", "user_errors_as_one_line"]
 
 
 @contextmanager
 def user_errors_as_one_line() -> Iterator[None]:
-    """Config and data mistakes end a single run with one line and exit code 2.
+    """Config and data mistakes (exit code 2) and a run the machine could not carry (out of
+    memory, a full disk, exit code 1) end a single run with one line.
 
     In a multirun the error is re-raised so that the sweeper records the job as failed.
     """
     try:
         yield
-    except (ConfigError, DataError) as e:
+    except UserError as e:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             logging.getLogger("rnnlab").error("%s", e)
             raise
-        fail(str(e))
+        fail(str(e), e.exit_code)
 
 
 def check_group_choices(argv: list[str], conf_dir: Path) -> None:

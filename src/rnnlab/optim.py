@@ -1,0 +1,88 @@
+"""The optimizer and the learning-rate schedule from the config.
+
+`optimizer._target_` must name a torch.optim.Optimizer; with neither `fused` nor `foreach`
+set, the fused kernel is used where torch has one for the device (one kernel per step
+instead of several per parameter tensor).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, open_dict
+
+from rnnlab.errors import ConfigError
+
+# torch's optimizers that take fused=True (on the devices of fused_kernel_devices()).
+FUSED_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
+
+
+def build_optimizer(
+    opt_cfg: DictConfig, params: Any, device: torch.device
+) -> torch.optim.Optimizer:
+    cls = optimizer_class(opt_cfg._target_)
+    opt_cfg = opt_cfg.copy()
+    with open_dict(opt_cfg):
+        for flag in ("fused", "foreach"):
+            if flag in opt_cfg and opt_cfg[flag] is None:
+                del opt_cfg[flag]
+        if "fused" not in opt_cfg and "foreach" not in opt_cfg and fused_supported(cls, device):
+            opt_cfg.fused = True
+    try:
+        return instantiate(opt_cfg)(params)
+    except Exception as e:
+        raise ConfigError(f"optimizer ({opt_cfg._target_}): {_cause(e)}") from None
+
+
+def build_scheduler(sched_cfg: DictConfig | None, optimizer: torch.optim.Optimizer) -> Any:
+    if not sched_cfg:
+        return None
+    try:
+        return instantiate(sched_cfg)(optimizer)
+    except Exception as e:
+        raise ConfigError(f"scheduler ({sched_cfg.get('_target_')}): {_cause(e)}") from None
+
+
+def optimizer_class(target: Any) -> type[torch.optim.Optimizer]:
+    """The class `optimizer._target_` names; ConfigError unless it is an Optimizer."""
+    allowed = "a torch.optim.Optimizer class such as torch.optim.AdamW"
+    try:
+        cls = get_class(str(target))
+    except Exception:
+        raise ConfigError(
+            f"optimizer._target_={target} is not allowed: no such class; expected {allowed}"
+        ) from None
+    if not issubclass(cls, torch.optim.Optimizer):
+        raise ConfigError(
+            f"optimizer._target_={target} is not allowed: not an optimizer; expected {allowed}"
+        )
+    return cls
+
+
+def fused_supported(cls: type, device: torch.device) -> bool:
+    return cls in FUSED_OPTIMIZERS and device.type in fused_kernel_devices()
+
+
+def fused_kernel_devices() -> frozenset[str]:
+    """Device types with fused optimizer kernels.
+
+    torch says so only through a private helper; this is the one place that uses it
+    (tests/test_training.py checks that fused=True really steps on each device it names,
+    so a torch that changes it is caught). Without it: CUDA, which has had them longest.
+    """
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return frozenset(_get_fused_kernels_supported_devices())
+    except (ImportError, AttributeError, TypeError):
+        return frozenset({"cuda"})
+
+
+def _cause(e: BaseException) -> str:
+    """The first line of the innermost error (Hydra wraps instantiation errors)."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    first = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
