@@ -29,6 +29,7 @@ from rnnlab.config import validate
 from rnnlab.data import Batches, load_splits
 from rnnlab.devices import configure_torch, device_name, out_of_memory, resolve_device
 from rnnlab.errors import ConfigError, RunError, UserError
+from rnnlab.loggers import open_loggers
 from rnnlab.models import count_parameters
 from rnnlab.optim import build_optimizer, build_scheduler
 from rnnlab.runs import Status
@@ -43,11 +44,12 @@ class Diverged(Exception):
 
 
 class RunHook(Protocol):
-    """Something told about every epoch and the end of the run (e.g. an experiment logger)."""
+    """Something told about every epoch and the end of the run: the experiment loggers
+    (rnnlab.loggers.Loggers, the `logger` config group)."""
 
-    def on_epoch_end(self, row: dict[str, Any]) -> None: ...
+    def log_epoch(self, row: dict[str, Any]) -> None: ...
 
-    def on_run_end(self, summary: runs.Summary) -> None: ...
+    def finish(self, summary: dict[str, Any], run_dir: Path) -> None: ...
 
 
 @dataclass
@@ -132,6 +134,9 @@ def _start(cfg: DictConfig) -> Run:
 def _setup(run: Run) -> None:
     """Device, data on the device, model, optimizer, schedule; the saved state on resume."""
     cfg, summary = run.cfg, run.summary
+    # First: a logger that cannot work (bad tracking URI, package missing) is one line now,
+    # not a crash after the last epoch.
+    run.hooks.append(open_loggers(cfg, run.dir))
     device = resolve_device(cfg.trainer.device)
     configure_torch(device, cfg.trainer.num_threads, cfg.trainer.deterministic)
     summary.device, summary.device_name = str(device), device_name(device)
@@ -167,7 +172,6 @@ def _setup(run: Run) -> None:
         torch.get_num_threads(),
     )
     run.reporter = pruning.reporter_from_config(cfg.get("trial"))
-    # Experiment loggers (TensorBoard, MLflow, ...) go into run.hooks here.
 
 
 def _fit(run: Run) -> None:
@@ -192,7 +196,7 @@ def _fit(run: Run) -> None:
             checkpoints.save(run.dir, cfg, state, improved, summary.choices)
         runs.write_metrics(run.dir, state.history)
         for hook in run.hooks:
-            hook.on_epoch_end(row)
+            hook.log_epoch(row)
         if run.reporter is not None and run.reporter.should_prune(epoch, row[metric]):
             summary.status = Status.PRUNED
             summary.reason = f"pruned by the study's pruner after epoch {epoch}"
@@ -326,7 +330,7 @@ def _finish(run: Run) -> None:
     except OSError as e:
         log.error("could not write the run's summary in %s: %s", run.dir, e)
     for hook in run.hooks:
-        hook.on_run_end(summary)
+        hook.finish(summary.to_dict(), run.dir)
     log.info(
         "%s: objective %s = %s, test acc of best epoch %s  (%s)",
         summary.status,
