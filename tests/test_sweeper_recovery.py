@@ -254,7 +254,7 @@ def test_a_killed_joblib_sweep_takes_its_workers_down(tmp_path: Path, data_dir: 
     a resume then settles both trials from their run folders."""
     proc, jobs = _start_joblib_sweep(tmp_path, data_dir)
     proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
+    proc.wait(timeout=60)  # its workers may hold its stdout open: no communicate()
     assert _wait_gone(jobs), "the killed sweep's workers kept running"
     assert all(t.state == TrialState.RUNNING for t in _trials(tmp_path))
     for t in _trials(tmp_path):

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 # Keys only rnnlab's train config has: the sweeper sets them only where the app has them too.
 TRIAL_KEY = "trial"
 THREADS_KEY = "trainer.num_threads"
+# Seconds a Ctrl-C'd sweep waits for its jobs to record themselves before it stops them.
+CTRL_C_GRACE_S = 15.0
 # Statuses that count against max_failure_rate.
 _FAILURES = (Status.FAILED, Status.INTERRUPTED)
 
@@ -270,10 +272,14 @@ class RnnlabOptunaSweeperImpl:
                 self._count(self._settle(trial, result))
         except BaseException as e:
             reason = f"sweep stopped during the trial ({type(e).__name__})"
-            for t in running.values():
-                frozen = self.storage_obj.get_trial(trial_id(t))
-                _stop_job(frozen.user_attrs.get("job"))
-                self._settle_unreturned(frozen, reason)
+            frozen = [self.storage_obj.get_trial(trial_id(t)) for t in running.values()]
+            if isinstance(e, KeyboardInterrupt):
+                # Ctrl-C reached the workers too: let them record themselves first (a second
+                # signal while a run writes its final files helps nobody).
+                _wait_finished(frozen, CTRL_C_GRACE_S)
+            for t in frozen:
+                _stop_job(t.user_attrs.get("job"))
+                self._settle_unreturned(t, reason)
             raise
 
     def _ask(self) -> optuna.trial.Trial:
@@ -532,6 +538,16 @@ def _sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_finished(trials: list[optuna.trial.FrozenTrial], seconds: float) -> None:
+    """Wait until each trial's run folder says it ended or its job is gone."""
+    deadline = time.monotonic() + seconds
+    for t in trials:
+        while time.monotonic() < deadline and sweeps.process_alive(t.user_attrs.get("job")):
+            if outcome.finished_summary(t.user_attrs.get("run_dir")) is not None:
+                break
+            time.sleep(0.2)
 
 
 def _stop_job(identity: dict[str, Any] | None) -> None:
