@@ -103,6 +103,7 @@ class RnnlabOptunaSweeperImpl:
         self.counts: Counter[str] = Counter()  # this sweep's trials by status
         self.first_error: str | None = None  # of this sweep's trials
         self.stopped: str | None = None  # why max_failure_rate stopped the sweep
+        self._threads: list[threading.Thread] = []  # pipelined launches
 
     # ---------------------------------------------------------------- setup
 
@@ -283,6 +284,11 @@ class RnnlabOptunaSweeperImpl:
             for t in frozen:
                 jobs.stop_job(t.user_attrs.get("job"))
                 self._settle_unreturned(t, reason)
+            # Let the launches return (their jobs are stopping) so that the launcher cleans
+            # up before this process exits (joblib's resource tracker otherwise races it).
+            deadline = time.monotonic() + CTRL_C_GRACE_S
+            for thread in self._threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
             raise
 
     def _ask(self) -> optuna.trial.Trial:
@@ -342,7 +348,9 @@ class RnnlabOptunaSweeperImpl:
                 finished.put((t, r))
 
         if self.pipelined:
-            threading.Thread(target=launch, name=f"trial-{group[0].number}", daemon=True).start()
+            thread = threading.Thread(target=launch, name=f"trial-{group[0].number}", daemon=True)
+            thread.start()
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         else:
             launch()  # the basic launcher runs the job in this thread: signals must reach it
 
