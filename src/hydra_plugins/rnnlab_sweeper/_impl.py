@@ -28,7 +28,7 @@ from typing import Any
 
 import optuna
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -378,10 +378,11 @@ class RnnlabOptunaSweeperImpl:
             trial_id(trial)
         ).user_attrs.get("run_dir")
         summary = outcome.read_summary(run_dir)
-        if result.status == JobStatus.COMPLETED:
-            returned, error = result.return_value, None
-        else:
-            returned, error = None, result._return_value
+        returned, error = None, None
+        try:
+            returned = result.return_value  # raises the job's exception if it failed
+        except Exception as e:
+            error = e
         result_outcome = outcome.outcome_of(
             summary, returned, error, self.directions, self.summary_objectives
         )
