@@ -45,9 +45,12 @@ need_packages() {
   say "installing ${missing[*]}"
   apt-get update -q >/dev/null
   # policy-rc.d: the packages must not start their own daemons (we run ours from $DIR).
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
-  rm -f /usr/sbin/policy-rc.d
+  if [ $own_policy = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }

@@ -254,7 +254,7 @@ def test_a_killed_joblib_sweep_takes_its_workers_down(tmp_path: Path, data_dir: 
     a resume then settles both trials from their run folders."""
     proc, jobs = _start_joblib_sweep(tmp_path, data_dir)
     proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
+    proc.wait(timeout=60)  # its workers may hold its stdout open: no communicate()
     assert _wait_gone(jobs), "the killed sweep's workers kept running"
     assert all(t.state == TrialState.RUNNING for t in _trials(tmp_path))
     for t in _trials(tmp_path):
@@ -270,3 +270,36 @@ def test_a_killed_joblib_sweep_takes_its_workers_down(tmp_path: Path, data_dir: 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for t in _trials(tmp_path):
         assert t.state == TrialState.FAIL and t.user_attrs["status"] == Status.INTERRUPTED
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A 256 KiB tmpfs filled to the last byte (needs root; skipped elsewhere)."""
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        with open(mnt / "filler", "wb", buffering=0) as f, pytest.raises(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_the_sweep_folder_is_one_line(
+    tmp_path: Path, data_dir: Path, full_disk: Path
+) -> None:
+    proc = _run(
+        tmp_path, data_dir, "hydra.sweeper.study_name=f", f"hydra.sweep.dir={full_disk}/sweep"
+    )
+    _one_error_line(proc, "hydra.sweep.dir=", "No space left on device")
+    db = tmp_path / "optuna" / "f.db"
+    if db.exists():
+        trials = optuna.load_study(study_name="f", storage=f"sqlite:///{db}").get_trials()
+        assert not [t for t in trials if t.state == TrialState.RUNNING]

@@ -166,6 +166,7 @@ def test_sweeper_and_launcher_configs_compose(overrides: list[str]) -> None:
 # --------------------------------------------------------------------------- real sweeps
 
 
+@pytest.mark.slow
 def test_sweep_failures_resume_and_sigkill(tmp_path: Path, data_dir: Path) -> None:
     """4 trials (one diverges, one raises) -> resume after SIGKILL mid-trial -> resume."""
     grid = [
@@ -249,6 +250,7 @@ def test_sweep_failures_resume_and_sigkill(tmp_path: Path, data_dir: Path) -> No
     assert trials_after[5].state == TrialState.COMPLETE
 
 
+@pytest.mark.slow
 def test_trial_abandoned_on_another_host_fails_once_its_heartbeat_stops(
     tmp_path: Path, data_dir: Path
 ) -> None:
@@ -288,6 +290,7 @@ def test_trial_abandoned_on_another_host_fails_once_its_heartbeat_stops(
     assert beats == 1  # the sweep and its job kept its heartbeat while it ran
 
 
+@pytest.mark.slow
 def test_custom_search_space_adds_conditional_parameters(tmp_path: Path, data_dir: Path) -> None:
     """hydra.sweeper.custom_search_space=<module.function> suggests more parameters, here a
     group choice and a parameter that only exists for one of its options."""
@@ -326,6 +329,7 @@ def test_custom_search_space_adds_conditional_parameters(tmp_path: Path, data_di
         assert config["optimizer"]["weight_decay"] == (decay or 0.0)
 
 
+@pytest.mark.slow
 def test_pruning_prunes_a_hopeless_trial(tmp_path: Path, data_dir: Path) -> None:
     # Every trial starts from the same weights (seed 0); lr=1e-9 never moves from them, so
     # once a trial with lr=0.01 has completed, the lr=1e-9 trials fall below its median.
@@ -355,6 +359,7 @@ def test_pruning_prunes_a_hopeless_trial(tmp_path: Path, data_dir: Path) -> None
     assert any(t.state == TrialState.COMPLETE for t in trials)
 
 
+@pytest.mark.slow
 def test_joblib_and_a_second_sweep_process_share_one_study(tmp_path: Path, data_dir: Path) -> None:
     """Sweep A runs 3 trials, 2 at a time, with joblib; sweep B, started at the same time, joins
     the same study with 1 trial: 4 trials in all, each run once."""
@@ -404,6 +409,7 @@ def test_joblib_and_a_second_sweep_process_share_one_study(tmp_path: Path, data_
     assert a["torch_threads"] == b["torch_threads"] == expected
 
 
+@pytest.mark.slow
 def test_bad_search_space_fails_at_once_in_one_line(tmp_path: Path, data_dir: Path) -> None:
     proc = sweep(tmp_path, data_dir, "model.dropout=interval(0.5,0.1)", ok=False, timeout=60)
     assert proc.returncode != 0
@@ -500,6 +506,7 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_postgres_storage_password_never_written(
     tmp_path: Path, data_dir: Path, postgres_url: str
 ) -> None:
@@ -527,6 +534,7 @@ def test_postgres_storage_password_never_written(
     assert "rnnlab:***@127.0.0.1" in hydra_yaml
 
 
+@pytest.mark.slow
 def test_unreachable_postgres_fails_in_one_line_without_password(
     tmp_path: Path, data_dir: Path
 ) -> None:

@@ -20,16 +20,21 @@ import math
 import os
 import signal
 import threading
+import time
 import warnings
+from pathlib import Path
 from typing import Any
 
-from rnnlab import secrets, sweeps
+from rnnlab import runs, secrets, sweeps
 from rnnlab.storage import Heartbeat, open_storage
 
 log = logging.getLogger(__name__)
 
 # Seconds between two checks that the sweep process is still alive.
 WATCH_S = 2.0
+# Seconds an orphaned job (its sweep died) has to record itself as interrupted before its
+# process exits.
+ORPHAN_EXIT_S = 60.0
 
 
 class TrialReporter:
@@ -58,7 +63,7 @@ class TrialReporter:
         # Tell the sweeper which process and folder this trial is, so that a sweep resumed
         # after a crash can find the run dir and check whether the job is still alive.
         self._trial.set_user_attr("job", sweeps.process_identity())
-        run_dir = _run_dir()
+        run_dir = self._run_dir = _run_dir()
         if run_dir is not None:
             self._trial.set_user_attr("run_dir", run_dir)
         # Beats while the job trains, so a sweep on another host can tell it is still alive.
@@ -94,16 +99,24 @@ class TrialReporter:
             self._storage.remove_session()
 
     def _watch(self, owner: dict[str, Any]) -> None:
-        """Stop this job (SIGTERM: the run records itself as interrupted) once the sweep
-        process that launched it has died on this host."""
+        """Once the sweep process that launched this job has died on this host: stop the run
+        (SIGTERM: it records itself as interrupted), then end this process, a worker that no
+        sweep will ever give work again (joblib's would idle for minutes)."""
         while not self._closed.wait(WATCH_S):
             if sweeps.process_alive(owner) is False:
-                log.warning(
-                    "the sweep process %s that runs this trial is gone: stopping",
-                    owner.get("pid"),
-                )
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
+                break
+        else:
+            return
+        log.warning("the sweep process %s of this trial is gone: stopping", owner.get("pid"))
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + ORPHAN_EXIT_S
+        while time.monotonic() < deadline:
+            summary = _summary_status(self._run_dir)
+            if summary is not None and summary != runs.Status.RUNNING:
+                break
+            time.sleep(0.2)
+        logging.shutdown()
+        os._exit(128 + signal.SIGTERM)
 
 
 def reporter_from_config(trial_cfg: Any) -> TrialReporter | None:
@@ -136,6 +149,15 @@ def _build_pruner(spec: Any) -> Any:
     from hydra.utils import instantiate
 
     return instantiate(dict(spec))
+
+
+def _summary_status(run_dir: str | None) -> str | None:
+    if not run_dir:
+        return None
+    try:
+        return runs.read_summary(Path(run_dir)).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _run_dir() -> str | None:

@@ -31,15 +31,24 @@ def process_alive(identity: dict[str, Any] | None) -> bool | None:
         return False
     except PermissionError:
         pass
+    fields = _stat(pid)
+    if fields is not None and fields[0] in ("Z", "X"):
+        return False  # dead, not yet reaped by its parent (kill -9 of a sweep: a zombie)
     # The pid may have been reused by an unrelated process since.
     start = identity.get("start")
-    return start is None or _start_time(pid) in (None, start)
+    return start is None or fields is None or fields[19] == start
 
 
 def _start_time(pid: int) -> str | None:
+    fields = _stat(pid)
+    return None if fields is None else fields[19]
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the parenthesised command name: state, ppid, ..., starttime
+    (index 19); None where there is no /proc."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # Field 22 (starttime) counts from after the parenthesised command name.
-    return stat.rsplit(")", 1)[1].split()[19]
+    return stat.rsplit(")", 1)[1].split()

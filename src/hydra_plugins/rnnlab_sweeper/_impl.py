@@ -14,33 +14,32 @@ outcome (a job -> the trial's state), results (the sweep folder's files).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import queue
-import signal
 import sys
 import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 
 from rnnlab import runs, secrets, sweeps
-from rnnlab.runs import Direction, Status
+from rnnlab.runs import Status
 from rnnlab.storage import Heartbeat
 
+from . import _jobs as jobs
 from . import _outcome as outcome
+from . import _settings as settings
 from . import _space as space
 from . import _study as studies
 from ._errors import SweepConfigError, SweepFailed, SweepInterrupted
@@ -52,6 +51,8 @@ log = logging.getLogger(__name__)
 # Keys only rnnlab's train config has: the sweeper sets them only where the app has them too.
 TRIAL_KEY = "trial"
 THREADS_KEY = "trainer.num_threads"
+# Seconds a Ctrl-C'd sweep waits for its jobs to record themselves before it stops them.
+CTRL_C_GRACE_S = 15.0
 # Statuses that count against max_failure_rate.
 _FAILURES = (Status.FAILED, Status.INTERRUPTED)
 
@@ -102,6 +103,7 @@ class RnnlabOptunaSweeperImpl:
         self.counts: Counter[str] = Counter()  # this sweep's trials by status
         self.first_error: str | None = None  # of this sweep's trials
         self.stopped: str | None = None  # why max_failure_rate stopped the sweep
+        self._threads: list[threading.Thread] = []  # pipelined launches
 
     # ---------------------------------------------------------------- setup
 
@@ -120,8 +122,8 @@ class RnnlabOptunaSweeperImpl:
                 "expected a number in [0, 1]"
             )
         self.rnnlab_app = space.has_key(config, TRIAL_KEY)
-        self.study_name = self.study_name or _search_name(config) or "rnnlab"
-        self.storage_url = self.storage or _default_storage(config, self.study_name)
+        self.study_name = self.study_name or settings.search_name(config) or "rnnlab"
+        self.storage_url = self.storage or settings.default_storage(config, self.study_name)
         self.masked_storage = secrets.mask_url(self.storage_url)
         # Restored when the sweep ends: the calling process gets back what it had.
         self._saved_argv = list(sys.argv)
@@ -130,7 +132,9 @@ class RnnlabOptunaSweeperImpl:
         # recomposed from hydra.overrides.hydra, so both must hold the masked URL only. The
         # jobs find the real URL in the environment.
         os.environ[secrets.STORAGE_ENV] = self.storage_url
-        with _writable(config, "hydra", "hydra.sweeper", "hydra.overrides", "hydra.job.config"):
+        with settings.writable(
+            config, "hydra", "hydra.sweeper", "hydra.overrides", "hydra.job.config"
+        ):
             config.hydra.sweeper.storage = self.masked_storage
             config.hydra.sweeper.study_name = self.study_name
             # Unresolved: Hydra resolves interpolations in them (e.g.
@@ -144,8 +148,8 @@ class RnnlabOptunaSweeperImpl:
             ]
             config.hydra.overrides.hydra = [
                 *kept,
-                f"hydra.sweeper.storage={_quote(self.masked_storage)}",
-                f"hydra.sweeper.study_name={_quote(self.study_name)}",
+                f"hydra.sweeper.storage={settings.quote(self.masked_storage)}",
+                f"hydra.sweeper.study_name={settings.quote(self.study_name)}",
             ]
             # The trial's bookkeeping is no part of a job's name (override_dirname).
             exclude = config.hydra.job.config.override_dirname.exclude_keys
@@ -177,8 +181,10 @@ class RnnlabOptunaSweeperImpl:
         self.space, self.fixed = space.parse_search_space(
             [*params, *arguments], self.config, loader.get_group_options
         )
-        self.directions = self._directions()
-        parallel = _parallelism(self.config)
+        self.directions = settings.directions(
+            self.direction, OmegaConf.select(self.config, "optimized_metric", default=None)
+        )
+        parallel = jobs.parallelism(self.config)
         self.width = self.n_jobs or parallel  # trials running at once
         self.pipelined = self._pipelined()
         if (
@@ -187,7 +193,7 @@ class RnnlabOptunaSweeperImpl:
             and THREADS_KEY not in {k.lstrip("+~") for k in [*self.space, *self.fixed]}
         ):
             # Workers that each take every core slow each other down.
-            self.fixed[THREADS_KEY] = str(max(1, _cpu_count() // min(parallel, self.width)))
+            self.fixed[THREADS_KEY] = str(max(1, jobs.cpu_count() // min(parallel, self.width)))
         self.custom = self._custom_search_space()
         is_grid = str(self.sampler_cfg.get("_target_", "")).endswith("GridSampler")
         self.grid = space.grid(self.space) if is_grid else None
@@ -209,7 +215,7 @@ class RnnlabOptunaSweeperImpl:
 
         self.first_error = None  # not the recovered trials' errors
         try:
-            with _sigterm_raises():
+            with jobs.sigterm_raises():
                 self._run(n_trials)
         except (KeyboardInterrupt, SweepInterrupted) as e:
             raise SweepFailed(
@@ -270,10 +276,19 @@ class RnnlabOptunaSweeperImpl:
                 self._count(self._settle(trial, result))
         except BaseException as e:
             reason = f"sweep stopped during the trial ({type(e).__name__})"
-            for t in running.values():
-                frozen = self.storage_obj.get_trial(trial_id(t))
-                _stop_job(frozen.user_attrs.get("job"))
-                self._settle_unreturned(frozen, reason)
+            frozen = [self.storage_obj.get_trial(trial_id(t)) for t in running.values()]
+            if isinstance(e, KeyboardInterrupt):
+                # Ctrl-C reached the workers too: let them record themselves first (a second
+                # signal while a run writes its final files helps nobody).
+                jobs.wait_finished(frozen, CTRL_C_GRACE_S)
+            for t in frozen:
+                jobs.stop_job(t.user_attrs.get("job"))
+                self._settle_unreturned(t, reason)
+            # Let the launches return (their jobs are stopping) so that the launcher cleans
+            # up before this process exits (joblib's resource tracker otherwise races it).
+            deadline = time.monotonic() + CTRL_C_GRACE_S
+            for thread in self._threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
             raise
 
     def _ask(self) -> optuna.trial.Trial:
@@ -333,7 +348,9 @@ class RnnlabOptunaSweeperImpl:
                 finished.put((t, r))
 
         if self.pipelined:
-            threading.Thread(target=launch, name=f"trial-{group[0].number}", daemon=True).start()
+            thread = threading.Thread(target=launch, name=f"trial-{group[0].number}", daemon=True)
+            thread.start()
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         else:
             launch()  # the basic launcher runs the job in this thread: signals must reach it
 
@@ -343,8 +360,8 @@ class RnnlabOptunaSweeperImpl:
             values.setdefault(name, f"{name}={value}")
         if self.rnnlab_app:
             values[TRIAL_KEY] = (
-                f"{TRIAL_KEY}={{study_name:{_quote(self.study_name)},number:{trial.number},"
-                f"trial_id:{trial_id(trial)},storage:{_quote(self.masked_storage)}}}"
+                f"{TRIAL_KEY}={{study_name:{settings.quote(self.study_name)},number:{trial.number},"
+                f"trial_id:{trial_id(trial)},storage:{settings.quote(self.masked_storage)}}}"
             )
         return list(values.values())
 
@@ -361,10 +378,11 @@ class RnnlabOptunaSweeperImpl:
             trial_id(trial)
         ).user_attrs.get("run_dir")
         summary = outcome.read_summary(run_dir)
-        if result.status == JobStatus.COMPLETED:
-            returned, error = result.return_value, None
-        else:
-            returned, error = None, result._return_value
+        returned, error = None, None
+        try:
+            returned = result.return_value  # raises the job's exception if it failed
+        except Exception as e:
+            error = e
         result_outcome = outcome.outcome_of(
             summary, returned, error, self.directions, self.summary_objectives
         )
@@ -434,30 +452,6 @@ class RnnlabOptunaSweeperImpl:
         target = str(self.config.hydra.launcher.get("_target_", ""))
         return self.pipeline and self.width > 1 and ("Joblib" in target or "submitit" in target)
 
-    def _directions(self) -> list[Direction]:
-        """hydra.sweeper.direction (one or a list); unset: the one optimized_metric implies,
-        else upstream's default, minimize."""
-        metric = OmegaConf.select(self.config, "optimized_metric", default=None)
-        implied = runs.OPTIMIZED_METRICS.get(str(metric))
-        raw = self.direction
-        if raw is None:
-            return [implied or Direction.MIN]
-        items = list(raw) if isinstance(raw, list | tuple | ListConfig) else [raw]
-        try:
-            directions = [Direction.from_optuna(d) for d in items]
-        except ValueError:
-            raise SweepConfigError(
-                f"hydra.sweeper.direction={raw}: expected maximize or minimize, or a list of them"
-            ) from None
-        if not directions:
-            raise SweepConfigError("hydra.sweeper.direction=[]: name at least one direction")
-        if implied is not None and directions[0] != implied:
-            raise SweepConfigError(
-                f"hydra.sweeper.direction={directions[0].optuna} but optimized_metric={metric} "
-                f"must be {implied.optuna}d; leave direction unset to follow the metric"
-            )
-        return directions
-
     def _custom_search_space(self) -> Any:
         if not self.custom_search_space:
             return None
@@ -500,73 +494,3 @@ class RnnlabOptunaSweeperImpl:
             "each starts when one ends" if self.pipelined else "in batches",
             f", torch threads per trial: {threads}" if threads else "",
         )
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def _writable(config: DictConfig, *keys: str) -> Iterator[None]:
-    """`config` and its nodes at `keys` writable and open (Hydra 1.4 marks nodes read-only
-    one by one, so the root's flag is not enough)."""
-    with contextlib.ExitStack() as stack:
-        for node in (config, *(OmegaConf.select(config, k) for k in keys)):
-            stack.enter_context(read_write(node))
-            stack.enter_context(open_dict(node))
-        yield
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM in the sweep raises SweepInterrupted, so running trials are recorded."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise SweepInterrupted(signal.Signals(signum).name)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _stop_job(identity: dict[str, Any] | None) -> None:
-    """SIGTERM a trial's job process on this host (a joblib worker), if it is still alive:
-    a stopped sweep takes its running trials down with it."""
-    if identity and sweeps.process_alive(identity):
-        with contextlib.suppress(OSError):
-            os.kill(int(identity["pid"]), signal.SIGTERM)
-
-
-def _parallelism(config: DictConfig) -> int:
-    launcher = config.hydra.launcher
-    if "Joblib" in str(launcher.get("_target_", "")):
-        n = launcher.get("n_jobs") or 1
-        return max(1, _cpu_count() + 1 + n if n < 0 else n)
-    return 1
-
-
-def _search_name(config: DictConfig) -> str | None:
-    choice = OmegaConf.select(config, "hydra.runtime.choices.hparams_search", default=None)
-    return str(choice).replace("/", "-") if choice else None
-
-
-def _default_storage(config: DictConfig, study_name: str) -> str:
-    root = OmegaConf.select(config, "paths.output_root", default=None)
-    root_path = Path(str(root)) if root else Path.cwd() / "outputs"
-    return f"sqlite:///{root_path.resolve() / 'optuna' / study_name}.db"
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
