@@ -10,10 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, open_dict
 
 from rnnlab.errors import ConfigError
+
+# What a bad optimizer/scheduler setting raises (an unknown or wrong-typed argument, a value
+# torch refuses). Nothing broader: an error from elsewhere (a signal handler's, say) must
+# keep its own type and words, not become a config error.
+_BAD_SETTING = (InstantiationException, TypeError, ValueError)
 
 # torch's optimizers that take fused=True (on the devices of fused_kernel_devices()).
 FUSED_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
@@ -32,7 +38,7 @@ def build_optimizer(
             opt_cfg.fused = True
     try:
         return instantiate(opt_cfg)(params)
-    except Exception as e:
+    except _BAD_SETTING as e:
         raise ConfigError(f"optimizer ({opt_cfg._target_}): {_cause(e)}") from None
 
 
@@ -41,7 +47,7 @@ def build_scheduler(sched_cfg: DictConfig | None, optimizer: torch.optim.Optimiz
         return None
     try:
         return instantiate(sched_cfg)(optimizer)
-    except Exception as e:
+    except _BAD_SETTING as e:
         raise ConfigError(f"scheduler ({sched_cfg.get('_target_')}): {_cause(e)}") from None
 
 

@@ -308,6 +308,7 @@ class Summary:
     device: str | None = None
     device_name: str | None = None
     torch_threads: int | None = None
+    slurm_job_id: str | None = None  # the Slurm job the run ran in (hydra/launcher=slurm)
     data_source: str | None = None
     data_sizes: dict[str, int] | None = None
     num_params: int | None = None

@@ -73,9 +73,11 @@ def end_reason(job: str, timeout_s: float = 10.0) -> str | None:
     return f"{words} (job {job})"
 
 
-def launcher_error_reason(text: str) -> str | None:
-    """A launcher exception's text -> the reason in words, when it is about a Slurm job."""
-    job = _JOB_IN_TEXT.search(text)
+def launcher_error_reason(text: str, job: str | None = None) -> str | None:
+    """The launcher's (submitit's) error for a job that gave no result -> how the job ended,
+    in words; `job`: its id when known otherwise (the text does not always name it)."""
+    named = _JOB_IN_TEXT.search(text)
+    job = named.group(1) if named else job
     if _SUBMITIT_TIMEOUT in text:
-        return "time limit" + (f" (job {job.group(1)})" if job else "")
-    return end_reason(job.group(1)) if job else None
+        return "time limit" + (f" (job {job})" if job else "")
+    return end_reason(job) if job else None

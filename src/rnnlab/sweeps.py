@@ -11,11 +11,18 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from rnnlab import slurm
+
 
 def process_identity(pid: int | None = None) -> dict[str, Any]:
-    """Host, pid and start time of a process: enough to tell later whether it is still alive."""
-    pid = os.getpid() if pid is None else pid
-    return {"host": socket.gethostname(), "pid": pid, "start": _start_time(pid)}
+    """Host, pid and start time of a process: enough to tell later whether it is still alive;
+    for this process in a Slurm job, also the job id (so the sweeper can ask how it ended)."""
+    identity: dict[str, Any] = {"host": socket.gethostname()}
+    if pid is None:
+        pid = os.getpid()
+        if (job := slurm.job_id()) is not None:
+            identity["slurm_job_id"] = job
+    return {**identity, "pid": pid, "start": _start_time(pid)}
 
 
 def process_alive(identity: dict[str, Any] | None) -> bool | None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab import __version__, checkpoints, pruning, runs
+from rnnlab import __version__, checkpoints, pruning, runs, slurm
 from rnnlab.checkpoints import TrainState
 from rnnlab.config import validate
 from rnnlab.data import Batches, load_splits
@@ -127,6 +127,7 @@ def _start(cfg: DictConfig) -> Run:
         # a storage URL given on the command line may hold a password
         command=mask_url(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]])),
         epochs_planned=cfg.trainer.epochs,
+        slurm_job_id=slurm.job_id(),
     )
     return Run(cfg=cfg, dir=run_dir, summary=summary, resume=resume)
 
@@ -138,7 +139,9 @@ def _setup(run: Run) -> None:
     # not a crash after the last epoch.
     run.hooks.append(open_loggers(cfg, run.dir))
     device = resolve_device(cfg.trainer.device)
-    configure_torch(device, cfg.trainer.num_threads, cfg.trainer.deterministic)
+    # Unset, a run takes every core, except in a Slurm job: there its --cpus-per-task.
+    threads = cfg.trainer.num_threads
+    configure_torch(device, threads or slurm.cpus_per_task(), cfg.trainer.deterministic)
     summary.device, summary.device_name = str(device), device_name(device)
     summary.torch_threads = torch.get_num_threads()
 

@@ -33,7 +33,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab import runs, secrets, sweeps
+from rnnlab import runs, secrets, slurm, sweeps
 from rnnlab.runs import Status
 from rnnlab.storage import Heartbeat
 
@@ -371,6 +371,9 @@ class RnnlabOptunaSweeperImpl:
         """Record a trial whose launch has returned (or raised)."""
         if isinstance(result, BaseException):
             frozen = self.storage_obj.get_trial(trial_id(trial))
+            ended = self._slurm_end(result, frozen)
+            if ended is not None:  # Slurm ended the job: its reason wins over the run's own
+                return self._settle_unreturned(frozen, ended, known_end=True)
             return self._settle_unreturned(
                 frozen, f"the launcher failed: {outcome.error_line(result)}"
             )
@@ -383,20 +386,39 @@ class RnnlabOptunaSweeperImpl:
             returned = result.return_value  # raises the job's exception if it failed
         except Exception as e:
             error = e
+            frozen = self.storage_obj.get_trial(trial_id(trial))
+            ended = self._slurm_end(e, frozen)  # e.g. submitit ended it at its time limit
+            if ended is not None:
+                return self._settle_unreturned(frozen, ended, known_end=True)
         result_outcome = outcome.outcome_of(
             summary, returned, error, self.directions, self.summary_objectives
         )
         return self._record(trial_id(trial), trial.number, result_outcome, summary, run_dir)
 
-    def _settle_unreturned(self, frozen: optuna.trial.FrozenTrial, reason: str) -> str:
+    def _slurm_end(self, error: BaseException, frozen: optuna.trial.FrozenTrial) -> str | None:
+        """How Slurm ended a trial's job ("cancelled by Slurm (job 12)", "time limit (job 13)",
+        ...) when the trials run as Slurm jobs and the launcher or the job reports an error;
+        None otherwise."""
+        if "slurm" not in str(self.config.hydra.launcher.get("_target_", "")).lower():
+            return None
+        job = (frozen.user_attrs.get("job") or {}).get("slurm_job_id")
+        return slurm.launcher_error_reason(str(error), job)
+
+    def _settle_unreturned(
+        self, frozen: optuna.trial.FrozenTrial, reason: str, known_end: bool = False
+    ) -> str:
         """Record a trial whose job never returned: from its summary.json if the run got as
-        far as finishing, else as interrupted (and say so in the run dir)."""
+        far as finishing, else as interrupted (and say so in the run dir). `known_end`: the
+        reason is how the job really ended (e.g. cancelled by Slurm) and replaces the one a
+        run that stopped on its signal gave itself ("stopped by SIGTERM")."""
         try:
             frozen = self.storage_obj.get_trial(trial_id(frozen))
             if frozen.state.is_finished():
                 return outcome.status_of(frozen)
             run_dir = frozen.user_attrs.get("run_dir")
-            summary = outcome.finished_summary(run_dir) or outcome.mark_interrupted(run_dir, reason)
+            summary = outcome.finished_summary(run_dir)
+            if summary is None or (known_end and summary.get("status") in _FAILURES):
+                summary = outcome.mark_interrupted(run_dir, reason)
             directions = studies.directions_of(
                 studies.load_study(self.storage_obj, self.study_name)
             )
