@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +26,7 @@ from optuna.trial import TrialState
 from hydra_plugins.rnnlab_sweeper import _study as studies
 from hydra_plugins.rnnlab_sweeper._errors import SweepConfigError
 from hydra_plugins.rnnlab_sweeper._space import distribution_from_override
+from pg import SUPERUSER_PASSWORD, postgres_server
 from rnnlab import secrets
 from rnnlab.runs import Direction
 from rnnlab.storage import STALE_AFTER_S, open_storage
@@ -421,89 +419,14 @@ def test_bad_search_space_fails_at_once_in_one_line(tmp_path: Path, data_dir: Pa
 
 # --------------------------------------------------------------------------- postgres
 
-PASSWORD = "s3cr3t-pw-9f2c"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+PASSWORD = SUPERUSER_PASSWORD
 
 
 @pytest.fixture
 def postgres_url():
-    """A throwaway PostgreSQL server on loopback; skipped where none is installed."""
-    pytest.importorskip("psycopg2")
-    bindir = next(
-        (
-            p
-            for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-            if (p / "initdb").exists()
-        ),
-        None,
-    )
-    if bindir is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    # Not under pytest's tmp dir: that is private to this user, and the server runs as postgres.
-    root = Path(tempfile.mkdtemp(prefix="rnnlab-pg-"))
-    root.chmod(0o755)
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser")
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(root, "postgres")
-    pwfile = root / "pw"
-    pwfile.write_text(PASSWORD + "\n")
-    if as_user:
-        shutil.chown(pwfile, "postgres")
-    port = _free_port()
-    data = root / "data"
-    init = subprocess.run(
-        [
-            *as_user,
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "rnnlab",
-            f"--pwfile={pwfile}",
-            "--auth=scram-sha-256",
-            "-E",
-            "UTF8",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if init.returncode != 0:
-        pytest.skip(f"initdb failed: {init.stderr.strip()[-300:]}")
-    subprocess.run(
-        [
-            *as_user,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-w",
-            "-l",
-            str(root / "log"),
-            "-o",
-            f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    try:
-        yield f"postgresql://rnnlab:{PASSWORD}@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-            timeout=60,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+    """A throwaway PostgreSQL server on loopback (tests/pg.py); skipped where none is installed."""
+    with postgres_server() as server:
+        yield server.url()
 
 
 @pytest.mark.slow

@@ -268,6 +268,7 @@ def test_summary_v2_records_the_config_and_choices_that_ran(two_epoch_run):
         "paths": "default",
         "experiment": None,
         "hparams_search": None,
+        "logger": "csv",
     }
     config = s["config"]
     assert config["model.cell"] == "rnn" and config["model.hidden_size"] == 128

@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from rnnlab import secrets
-from rnnlab.storage import JOURNAL_SCHEME, journal_path, open_storage
+from rnnlab.storage import JOURNAL_SCHEME, journal_path, older_schema_problem, open_storage
 
 DEFAULT_DIR = Path("outputs") / "optuna"
 DEFAULT_PORT = 8080
@@ -184,23 +184,13 @@ def _check_optuna_sqlite(file: Path) -> None:
     try:
         with contextlib.closing(sqlite3.connect(f"file:{file}?mode=ro", uri=True)) as db:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            version = None
-            if "alembic_version" in tables:
-                version = db.execute("SELECT version_num FROM alembic_version").fetchone()
     except sqlite3.DatabaseError as e:
         raise DashboardError(f"{file}: not a readable SQLite database ({e})") from None
     if "studies" not in tables:
         raise DashboardError(f"{file}: a SQLite database, but not an optuna study (no studies)")
-    import optuna
-
-    # The schema version this optuna writes: a new in-memory storage is created at the head.
-    head = optuna.storages.RDBStorage("sqlite:///:memory:").get_current_version()
-    if version is not None and version[0] != head:
-        raise DashboardError(
-            f"{file}: the study file has the schema of an older optuna ({version[0]}; optuna "
-            f"{optuna.__version__} needs {head}); upgrade it once (older optuna versions "
-            f"cannot read it afterwards) with: optuna storage upgrade --storage sqlite:///{file}"
-        )
+    problem = older_schema_problem(file)
+    if problem is not None:
+        raise DashboardError(problem)
 
 
 class _Server(ThreadingMixIn, WSGIServer):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import sqlite3
 import threading
 import time
 import warnings
@@ -207,3 +208,27 @@ class Heartbeat:
                     trial_id,
                     mask_url(f"{type(e).__name__}: {e}"),
                 )
+
+
+def older_schema_problem(file: Path) -> str | None:
+    """What is wrong with SQLite study file `file` if an older optuna (2.x) wrote it, else None.
+
+    Read-only: optuna's RDBStorage would first add its tables to the file and then refuse it;
+    and after `optuna storage upgrade` older optunas cannot read it, so only the user decides.
+    """
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{file}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return None  # no optuna schema to compare: optuna says what is wrong, if anything
+    import optuna
+
+    # The schema version this optuna writes: a new in-memory storage is created at the head.
+    head = optuna.storages.RDBStorage("sqlite:///:memory:").get_current_version()
+    if not row or row[0] == head:
+        return None
+    return (
+        f"{file}: the study file has the schema of an older optuna ({row[0]}; optuna "
+        f"{optuna.__version__} needs {head}); upgrade it once (older optuna versions cannot "
+        f"read it afterwards) with: optuna storage upgrade --storage sqlite:///{file}"
+    )

@@ -8,7 +8,6 @@ import functools
 import logging
 import os
 import signal
-import sqlite3
 import time
 import warnings
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from rnnlab import secrets, sweeps
 from rnnlab.runs import Direction
-from rnnlab.storage import STALE_AFTER_S, open_storage, stale_trial_ids
+from rnnlab.storage import STALE_AFTER_S, older_schema_problem, open_storage, stale_trial_ids
 
 from ._errors import SweepConfigError
 from ._optuna_seams import study_id, trial_id
@@ -56,30 +55,14 @@ def open_study_storage(url: str) -> Any:
 
 
 @functools.cache
-def _schema_head() -> str:
-    # The schema version this optuna writes: a new in-memory storage is created at the head.
-    return optuna.storages.RDBStorage("sqlite:///:memory:").get_current_version()
-
-
 def check_schema(url: str) -> None:
-    """Refuse, without touching it, a SQLite study file written by an older optuna (2.x):
-    opening it would make optuna add tables to it first and then fail."""
+    """Refuse, without touching it, a SQLite study file written by an older optuna (2.x)."""
     if not url.startswith("sqlite:///"):
         return
     path = Path(url[len("sqlite:///") :].split("?", 1)[0])
-    if not path.is_file():
-        return
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
-    except sqlite3.Error:
-        return  # not an optuna file yet: optuna says what is wrong, if anything
-    if row and row[0] != _schema_head():
-        raise SweepConfigError(
-            f"{path}: the study file has the schema of an older optuna ({row[0]}; optuna "
-            f"{optuna.__version__} needs {_schema_head()}); upgrade it once with: optuna "
-            f"storage upgrade --storage {secrets.mask_url(url)}"
-        )
+    problem = older_schema_problem(path) if path.is_file() else None
+    if problem is not None:
+        raise SweepConfigError(problem)
 
 
 def load_study(storage: Any, name: str) -> optuna.Study:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -144,19 +143,17 @@ def _optuna_importances(
     from optuna import distributions as d
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # create_trial and add_trial are "experimental" in optuna 2.x, and say so on each call.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     dists: dict[str, Any] = {}
     for name in names:
         values = [t["params"].get(name) for t in complete]
         if all(finite_number(v) is not None and not isinstance(v, str) for v in values):
             lo, hi = min(values), max(values)
             if all(isinstance(v, int) for v in values):
-                dists[name] = d.IntUniformDistribution(int(lo), int(hi))
+                dists[name] = d.IntDistribution(int(lo), int(hi))
             elif lo > 0 and hi / lo >= 100:
-                dists[name] = d.LogUniformDistribution(float(lo), float(hi))
+                dists[name] = d.FloatDistribution(float(lo), float(hi), log=True)
             else:
-                dists[name] = d.UniformDistribution(float(lo), float(hi))
+                dists[name] = d.FloatDistribution(float(lo), float(hi))
         else:
             dists[name] = d.CategoricalDistribution(sorted({str(v) for v in values}))
     study = optuna.create_study(direction=mode.optuna)
