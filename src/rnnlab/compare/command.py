@@ -168,7 +168,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _plots(table: Table, plot_dir: Path | None, html_file: Path | None, quiet: bool) -> None:
-    from rnnlab.compare import page, plots  # matplotlib, optuna: only when asked
+    import rnnlab.compare.page as page  # matplotlib, optuna: only when asked
+    import rnnlab.compare.plots as plots
 
     images, notes = plots.make_plots(table)
     if plot_dir:

@@ -267,7 +267,7 @@ def _read_v2(run: Run) -> str | None:
 
 def _read_v1(run: Run) -> None:
     """Config and choices from .hydra/ (summary.json schema_version 1, or no summary)."""
-    from rnnlab.compare import v1  # PyYAML: only when such a folder is met
+    import rnnlab.compare.v1 as v1  # PyYAML: only when such a folder is met
 
     run._from_hydra = False
     try:
