@@ -33,7 +33,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab import runs, secrets, slurm, sweeps
+from rnnlab import runs, secrets, sweeps
 from rnnlab.runs import Status
 from rnnlab.storage import Heartbeat
 
@@ -371,7 +371,7 @@ class RnnlabOptunaSweeperImpl:
         """Record a trial whose launch has returned (or raised)."""
         if isinstance(result, BaseException):
             frozen = self.storage_obj.get_trial(trial_id(trial))
-            ended = self._slurm_end(result, frozen)
+            ended = outcome.slurm_end(self.config.hydra.launcher, result, frozen)
             if ended is not None:  # Slurm ended the job: its reason wins over the run's own
                 return self._settle_unreturned(frozen, ended, known_end=True)
             return self._settle_unreturned(
@@ -387,22 +387,13 @@ class RnnlabOptunaSweeperImpl:
         except Exception as e:
             error = e
             frozen = self.storage_obj.get_trial(trial_id(trial))
-            ended = self._slurm_end(e, frozen)  # e.g. submitit ended it at its time limit
+            ended = outcome.slurm_end(self.config.hydra.launcher, e, frozen)  # e.g. a time limit
             if ended is not None:
                 return self._settle_unreturned(frozen, ended, known_end=True)
         result_outcome = outcome.outcome_of(
             summary, returned, error, self.directions, self.summary_objectives
         )
         return self._record(trial_id(trial), trial.number, result_outcome, summary, run_dir)
-
-    def _slurm_end(self, error: BaseException, frozen: optuna.trial.FrozenTrial) -> str | None:
-        """How Slurm ended a trial's job ("cancelled by Slurm (job 12)", "time limit (job 13)",
-        ...) when the trials run as Slurm jobs and the launcher or the job reports an error;
-        None otherwise."""
-        if "slurm" not in str(self.config.hydra.launcher.get("_target_", "")).lower():
-            return None
-        job = (frozen.user_attrs.get("job") or {}).get("slurm_job_id")
-        return slurm.launcher_error_reason(str(error), job)
 
     def _settle_unreturned(
         self, frozen: optuna.trial.FrozenTrial, reason: str, known_end: bool = False

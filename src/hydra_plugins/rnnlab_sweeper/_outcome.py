@@ -21,7 +21,7 @@ from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from rnnlab import runs, secrets
+from rnnlab import runs, secrets, slurm
 from rnnlab.runs import Direction, Status
 
 log = logging.getLogger(__name__)
@@ -204,3 +204,13 @@ def record(
         f": {outcome.reason}" if outcome.reason and outcome.status != Status.COMPLETED else "",
         f" (objective {shown})" if shown else "",
     )
+
+
+def slurm_end(launcher: Any, error: BaseException, frozen: FrozenTrial) -> str | None:
+    """How Slurm ended a trial's job ("cancelled by Slurm (job 12)", "time limit (job 13)",
+    ...) when the trials run as Slurm jobs (`launcher`: hydra.launcher) and the launcher or
+    the job reports an error; None otherwise."""
+    if "slurm" not in str(launcher.get("_target_", "")).lower():
+        return None
+    job = (frozen.user_attrs.get("job") or {}).get("slurm_job_id")
+    return slurm.launcher_error_reason(str(error), job)
