@@ -198,3 +198,30 @@ def test_bad_value_in_a_multirun_is_reported_without_traceback(run_train, tmp_pa
     assert proc.returncode != 0
     assert "model.hidden_size=0 is not allowed" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "options"),
+    [
+        ("hydra/sweeper/sampler=foo", "cmaes, gp, grid, nsgaii, qmc, random, tpe"),
+        ("hydra/sweeper/pruner=bar", "hyperband, median, none, successive_halving"),
+        ("hydra/launcher=slurmm", "basic, joblib, slurm, submitit_local, submitit_slurm"),
+    ],
+)
+def test_unknown_sampler_pruner_or_launcher_is_one_line(
+    override: str, options: str, capsys: pytest.CaptureFixture
+) -> None:
+    """Hydra would list its search paths over a dozen lines; the plugins' groups count too."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rnnlab.cli import check_group_choices
+
+    check_group_choices(["hydra/sweeper/sampler=random", "hydra/launcher=joblib"], CONF)
+    with pytest.raises(SystemExit) as exit_info:
+        check_group_choices(["hparams_search=rnn_optuna", override], CONF)
+    assert exit_info.value.code == 2
+    key, _, value = override.partition("=")
+    assert capsys.readouterr().err == (
+        f"rnnlab: error: {key}={value}: no such option; choose one of {options}\n"
+    )
+    assert not GlobalHydra.instance().is_initialized()  # left for train.py's @hydra.main

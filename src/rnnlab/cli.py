@@ -44,13 +44,30 @@ def check_group_choices(argv: list[str], conf_dir: Path) -> None:
             continue
         key, _, value = arg.partition("=")
         key = key.lstrip("+~")
-        if key not in groups or "(" in value or value in ("null", ""):
+        if "(" in value or value in ("null", ""):
             continue  # sweep syntax like choice(...) is the sweeper's to check
-        options = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
+        if key.startswith("hydra/"):
+            # hydra/launcher, hydra/sweeper/sampler, ...: options come from plugins too.
+            options = _hydra_group_options(key, conf_dir)
+            if not options:
+                continue  # not a group: Hydra says what is wrong
+        elif key in groups:
+            options = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
+        else:
+            continue
         for option in value.split(","):
             option = option.strip("[] ")  # a list of options: logger=[tensorboard,mlflow]
             if option not in options:
                 fail(f"{key}={option}: no such option; choose one of {', '.join(options)}")
+
+
+def _hydra_group_options(group: str, conf_dir: Path) -> list[str]:
+    """The options of config group `group` as Hydra sees them (conf/ and the plugins' configs)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
 
 
 def main(argv: list[str] | None = None) -> None:
