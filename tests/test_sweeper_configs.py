@@ -59,6 +59,19 @@ def test_every_sampler_composes(sampler: str) -> None:
     assert cfg.hydra.sweeper.sampler._target_.startswith("optuna.samplers.")
 
 
+@pytest.mark.parametrize("search", SEARCHES)
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_sampler_composes_with_every_search_config(search: str, sampler: str) -> None:
+    """As with pruners: a search config sets only what every sampler has (the seed)."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[f"hparams_search={search}", f"hydra/sweeper/sampler={sampler}"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.sweeper.sampler._target_.startswith("optuna.samplers.")
+
+
 def _sweep(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop(secrets.STORAGE_ENV, None)
