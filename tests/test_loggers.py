@@ -333,7 +333,7 @@ def test_mlflow_bad_tracking_uri_is_one_config_error(tmp_path, uri, why):
 @pytest.mark.parametrize(
     "uri",
     [
-        "sqlite:////proc/rnnlab/mlflow.db",  # /proc: no folder can be made there
+        "sqlite:////proc/mlflow.db",  # /proc: no file can be made there
         "sqlite:///{tmp}/a_file/mlflow.db",
         "postgresql://rnnlab:s3cret@127.0.0.1:9/mlflow",  # nothing listens on port 9
     ],
