@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,7 +13,13 @@ from pathlib import Path
 
 from rnnlab.errors import UserError, fail
 
-__all__ = ["check_group_choices", "fail", "main", "user_errors_as_one_line"]
+__all__ = [
+    "check_env_variables",
+    "check_group_choices",
+    "fail",
+    "main",
+    "user_errors_as_one_line",
+]
 
 
 @contextmanager
@@ -59,6 +67,29 @@ def check_group_choices(argv: list[str], conf_dir: Path) -> None:
             option = option.strip("[] ")  # a list of options: logger=[tensorboard,mlflow]
             if option not in options:
                 fail(f"{key}={option}: no such option; choose one of {', '.join(options)}")
+
+
+# ${oc.env:NAME} with no default: OmegaConf fails when NAME is unset, and where Hydra resolves
+# it (hydra.*, paths.output_root) that is a traceback of a hundred lines.
+_ENV_NO_DEFAULT = re.compile(r"\$\{oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
+
+
+def check_env_variables(argv: list[str]) -> None:
+    """Reject an override naming `${oc.env:NAME}` (no default) when NAME is unset, in one line.
+
+    Runs before Hydra, like check_group_choices; the value is not printed (it may be a URL
+    whose password the variable was meant to keep off the command line).
+    """
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key = arg.partition("=")[0].lstrip("+~")
+        for name in _ENV_NO_DEFAULT.findall(arg):
+            if name not in os.environ:
+                fail(
+                    f"{key}=${{oc.env:{name}}}: the environment variable {name} is not set; "
+                    f"export it, or give a default: ${{oc.env:{name},<default>}}"
+                )
 
 
 def _hydra_group_options(group: str, conf_dir: Path) -> list[str]:
