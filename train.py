@@ -7,7 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from rnnlab.cli import check_group_choices, user_errors_as_one_line
+from rnnlab.cli import check_env_variables, check_group_choices, user_errors_as_one_line
 from rnnlab.config import validate
 from rnnlab.secrets import refuse_unparsable_overrides
 
@@ -25,5 +25,6 @@ if __name__ == "__main__":
     # A log line that cannot be written (a full disk) must not print a traceback of its own.
     logging.raiseExceptions = False
     check_group_choices(sys.argv[1:], Path(__file__).resolve().parent / "conf")
+    check_env_variables(sys.argv[1:])
     refuse_unparsable_overrides(sys.argv[1:])
     main()

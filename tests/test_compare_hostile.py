@@ -313,3 +313,16 @@ def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
     assert os.fsencode(odd) in (out / "t.csv").read_bytes()  # the folder's own bytes
     assert json.loads((out / "t.json").read_text())["rows"][0]["run_dir"] == str(odd)
     assert "run\\xff" in (out / "t.md").read_text()
+
+
+@pytest.mark.parametrize("option", ["--csv", "--json", "--markdown"])
+def test_an_export_that_cannot_be_written_names_the_option_and_its_file(
+    tmp_path: Path, option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not the hidden temp file that atomic_write tried to create next to it."""
+    make_run(tmp_path / "run")
+    target = Path("/proc/rnnlab-compare.out")  # no file can be created in /proc
+    assert compare.main([str(tmp_path / "run"), "--quiet", option, str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rnnlab: error: {option} {target}: cannot write it: ")
+    assert err.count("\n") == 1 and ".tmp" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -198,3 +199,75 @@ def test_bad_value_in_a_multirun_is_reported_without_traceback(run_train, tmp_pa
     assert proc.returncode != 0
     assert "model.hidden_size=0 is not allowed" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "options"),
+    [
+        ("hydra/sweeper/sampler=foo", "cmaes, gp, grid, nsgaii, qmc, random, tpe"),
+        ("hydra/sweeper/pruner=bar", "hyperband, median, none, successive_halving"),
+        ("hydra/launcher=slurmm", "basic, joblib, slurm, submitit_local, submitit_slurm"),
+    ],
+)
+def test_unknown_sampler_pruner_or_launcher_is_one_line(
+    override: str, options: str, capsys: pytest.CaptureFixture
+) -> None:
+    """Hydra would list its search paths over a dozen lines; the plugins' groups count too."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rnnlab.cli import check_group_choices
+
+    check_group_choices(["hydra/sweeper/sampler=random", "hydra/launcher=joblib"], CONF)
+    with pytest.raises(SystemExit) as exit_info:
+        check_group_choices(["hparams_search=rnn_optuna", override], CONF)
+    assert exit_info.value.code == 2
+    key, _, value = override.partition("=")
+    assert capsys.readouterr().err == (
+        f"rnnlab: error: {key}={value}: no such option; choose one of {options}\n"
+    )
+    assert not GlobalHydra.instance().is_initialized()  # left for train.py's @hydra.main
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "override",
+    [
+        "hydra.sweeper.storage=${oc.env:RNNLAB_TEST_UNSET_URL}",  # resolved by Hydra itself
+        "paths.output_root=${oc.env:RNNLAB_TEST_UNSET_URL}",
+    ],
+)
+def test_unset_environment_variable_is_one_line(override: str, tmp_path: Path) -> None:
+    """The README's ${oc.env:MY_DB_URL} with the variable not exported: Hydra printed a
+    traceback of a hundred lines."""
+    env = {k: v for k, v in os.environ.items() if k != "RNNLAB_TEST_UNSET_URL"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "-m", "hparams_search=rnn_optuna", override],
+        cwd=tmp_path,
+        env={**env, "HYDRA_FULL_ERROR": "0"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    key = override.partition("=")[0]
+    assert proc.stderr.splitlines() == [
+        f"rnnlab: error: {key}=${{oc.env:RNNLAB_TEST_UNSET_URL}}: the environment variable "
+        "RNNLAB_TEST_UNSET_URL is not set; export it, or give a default: "
+        "${oc.env:RNNLAB_TEST_UNSET_URL,<default>}"
+    ]
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_set_or_defaulted_environment_variables_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnnlab.cli import check_env_variables
+
+    monkeypatch.setenv("RNNLAB_TEST_SET", "x")
+    monkeypatch.delenv("RNNLAB_TEST_UNSET_URL", raising=False)
+    check_env_variables(
+        [
+            "-m",
+            "a=${oc.env:RNNLAB_TEST_SET}",
+            "b=${oc.env:RNNLAB_TEST_UNSET_URL,null}",
+            "c=${oc.env:RNNLAB_TEST_UNSET_URL,/tmp/x}",
+        ]
+    )

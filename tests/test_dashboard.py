@@ -287,3 +287,19 @@ def test_unreachable_database_fails_in_one_line_without_its_password(
     err = _error(capsys, f"postgresql://rnn:s3cret@127.0.0.1:{port}/db")
     assert f"postgresql://rnn:***@127.0.0.1:{port}/db: " in err
     assert "s3cret" not in err
+
+
+@pytest.mark.parametrize(
+    "storage",
+    [
+        "sqlite:///{tmp}/x.db?password=s3cret",
+        "journal:///{tmp}/x.log?password=s3cret",
+        "{tmp}/nothing?password=s3cret",
+    ],
+)
+def test_missing_study_file_fails_without_the_password_in_its_query(
+    storage: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    err = _error(capsys, storage.format(tmp=tmp_path))
+    assert str(tmp_path) in err
+    assert "s3cret" not in err

@@ -330,6 +330,29 @@ def test_mlflow_bad_tracking_uri_is_one_config_error(tmp_path, uri, why):
     assert "s3cret" not in message
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sqlite:////proc/mlflow.db",  # /proc: no file can be made there
+        "sqlite:///{tmp}/a_file/mlflow.db",
+        "postgresql://rnnlab:s3cret@127.0.0.1:9/mlflow",  # nothing listens on port 9
+    ],
+)
+def test_mlflow_bad_database_store_fails_at_once_without_retrying(tmp_path, uri, caplog):
+    """MLflow retries opening a database store with backoff for ~100 s; a typo is reported
+    on the first try."""
+    (tmp_path / "a_file").write_text("")
+    uri = uri.format(tmp=tmp_path)
+    cfg = make_cfg(tmp_path, "mlflow", logger__mlflow__tracking_uri=uri)
+    with caplog.at_level(logging.WARNING), pytest.raises(ConfigError) as e:
+        open_loggers(cfg, tmp_path / "run")
+    message = str(e.value)
+    assert message.startswith("logger.mlflow.tracking_uri="), message
+    assert "cannot open it (" in message and "\n" not in message
+    assert "s3cret" not in message
+    assert not [r for r in caplog.records if "will be retried" in r.getMessage()]
+
+
 def test_mlflow_sqlite_store(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     run_synthetic(make_cfg(tmp_path, "mlflow", logger__mlflow__tracking_uri=uri), tmp_path / "run")

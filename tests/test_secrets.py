@@ -177,6 +177,27 @@ def test_unparsable_override_is_refused_masked(arg: str, capsys: pytest.CaptureF
     assert len(err.splitlines()) == 1 and "Pw9x" not in err
 
 
+@pytest.mark.parametrize(
+    ("arg", "why"),
+    [
+        ("model.hidden_size=choice()", "empty choice is not legal"),
+        ("optimizer.lr=interval(a,b)", "mismatch type argument start"),
+        ("model.hidden_size=interval(1,", "no viable alternative at input"),
+        ("data.root='unterminated", "LexerNoViableAltException"),
+    ],
+)
+def test_any_unparsable_override_is_one_line_with_hydras_reason(
+    arg: str, why: str, capsys: pytest.CaptureFixture
+) -> None:
+    """Hydra says it over three lines, without the `rnnlab: error:` a user greps for."""
+    with pytest.raises(SystemExit) as e:
+        refuse_unparsable_overrides(["-m", "trainer.epochs=1", arg])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rnnlab: error: {arg}: Hydra cannot parse this override (")
+    assert why in err and len(err.splitlines()) == 1
+
+
 def test_parsable_overrides_pass() -> None:
     refuse_unparsable_overrides(
         [

@@ -57,6 +57,15 @@ def test_journal_url_must_be_absolute_and_name_a_journal(tmp_path: Path) -> None
     assert st.journal_path("sqlite:///x.db") is None
 
 
+@pytest.mark.parametrize("tail", ["study.log?password=s3cret", "study.log#s3cret"])
+def test_journal_url_with_a_query_is_refused_masked(tmp_path: Path, tail: str) -> None:
+    """It would otherwise open a journal file named after the secret."""
+    with pytest.raises(ValueError, match="no query string") as e:
+        st.open_storage(f"journal://{tmp_path}/{tail}")
+    assert "s3cret" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_journal_heartbeat_recorded_and_stale_detection(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

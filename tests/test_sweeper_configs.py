@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,19 @@ def test_every_sampler_composes(sampler: str) -> None:
         cfg = compose(
             config_name="train",
             overrides=["hydra/sweeper=rnnlab_optuna", f"hydra/sweeper/sampler={sampler}"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.sweeper.sampler._target_.startswith("optuna.samplers.")
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_sampler_composes_with_every_search_config(search: str, sampler: str) -> None:
+    """As with pruners: a search config sets only what every sampler has (the seed)."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[f"hparams_search={search}", f"hydra/sweeper/sampler={sampler}"],
             return_hydra_config=True,
         )
     assert cfg.hydra.sweeper.sampler._target_.startswith("optuna.samplers.")
@@ -117,3 +131,21 @@ def test_every_sampler_runs_a_trial(tmp_path: Path, data_dir: Path, sampler: str
         *space,
     )
     assert "optimizer.lr" in _only_trial(tmp_path, "s").params
+
+
+@pytest.mark.parametrize("name", ["exp?mode=ro", "a%20b"])
+def test_study_name_that_sqlalchemy_reads_as_url_syntax_is_refused(
+    tmp_path: Path, name: str
+) -> None:
+    """exp?mode=ro opened a study file named `exp`, a%20b one named `a b.db`."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.rnnlab_sweeper import _settings
+    from hydra_plugins.rnnlab_sweeper._errors import SweepConfigError
+
+    cfg = OmegaConf.create({"paths": {"output_root": str(tmp_path)}})
+    assert _settings.default_storage(cfg, "rnn_optuna") == (
+        f"sqlite:///{tmp_path.resolve()}/optuna/rnn_optuna.db"
+    )
+    with pytest.raises(SweepConfigError, match=rf"study_name={re.escape(name)}: .* \? or %"):
+        _settings.default_storage(cfg, name)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,7 +13,13 @@ from pathlib import Path
 
 from rnnlab.errors import UserError, fail
 
-__all__ = ["check_group_choices", "fail", "main", "user_errors_as_one_line"]
+__all__ = [
+    "check_env_variables",
+    "check_group_choices",
+    "fail",
+    "main",
+    "user_errors_as_one_line",
+]
 
 
 @contextmanager
@@ -44,13 +52,53 @@ def check_group_choices(argv: list[str], conf_dir: Path) -> None:
             continue
         key, _, value = arg.partition("=")
         key = key.lstrip("+~")
-        if key not in groups or "(" in value or value in ("null", ""):
+        if "(" in value or value in ("null", ""):
             continue  # sweep syntax like choice(...) is the sweeper's to check
-        options = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
+        if key.startswith("hydra/"):
+            # hydra/launcher, hydra/sweeper/sampler, ...: options come from plugins too.
+            options = _hydra_group_options(key, conf_dir)
+            if not options:
+                continue  # not a group: Hydra says what is wrong
+        elif key in groups:
+            options = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
+        else:
+            continue
         for option in value.split(","):
             option = option.strip("[] ")  # a list of options: logger=[tensorboard,mlflow]
             if option not in options:
                 fail(f"{key}={option}: no such option; choose one of {', '.join(options)}")
+
+
+# ${oc.env:NAME} with no default: OmegaConf fails when NAME is unset, and where Hydra resolves
+# it (hydra.*, paths.output_root) that is a traceback of a hundred lines.
+_ENV_NO_DEFAULT = re.compile(r"\$\{oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
+
+
+def check_env_variables(argv: list[str]) -> None:
+    """Reject an override naming `${oc.env:NAME}` (no default) when NAME is unset, in one line.
+
+    Runs before Hydra, like check_group_choices; the value is not printed (it may be a URL
+    whose password the variable was meant to keep off the command line).
+    """
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key = arg.partition("=")[0].lstrip("+~")
+        for name in _ENV_NO_DEFAULT.findall(arg):
+            if name not in os.environ:
+                fail(
+                    f"{key}=${{oc.env:{name}}}: the environment variable {name} is not set; "
+                    f"export it, or give a default: ${{oc.env:{name},<default>}}"
+                )
+
+
+def _hydra_group_options(group: str, conf_dir: Path) -> list[str]:
+    """The options of config group `group` as Hydra sees them (conf/ and the plugins' configs)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -83,7 +83,8 @@ def run_command(args: argparse.Namespace) -> int:
         storage = open_dashboard_storage(url)
         server = _bind(args.host, args.port)
     except DashboardError as e:
-        print(f"rnnlab: error: {e}", file=sys.stderr)
+        # Every message may quote STORAGE, and a path or URL may carry a password in its query.
+        print(f"rnnlab: error: {secrets.mask_url(str(e))}", file=sys.stderr)
         return 2
     server.set_app(wsgi(storage))
     host, port = server.server_address[:2]

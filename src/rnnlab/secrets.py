@@ -159,24 +159,37 @@ def real_storage_url(configured: str) -> str:
 
 
 def refuse_unparsable_overrides(argv: Sequence[str]) -> None:
-    """Exit with one masked line if an override holding a secret is one Hydra cannot parse.
+    """Exit with one masked line if an override is one Hydra cannot parse.
 
     Hydra would print the whole override, password included (e.g. for a `#` in it, which
-    needs quoting). Runs before Hydra, like cli.check_group_choices.
+    needs quoting), over three lines; for any other override (`choice()`, an unclosed quote)
+    its reason is kept. Runs before Hydra, like cli.check_group_choices.
     """
     for arg in argv:
-        if arg.startswith("-") or "=" not in arg or mask_url(arg) == arg:
+        if arg.startswith("-") or "=" not in arg:
             continue
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from hydra.errors import HydraException
 
         try:
             OverridesParser.create().parse_overrides([arg])
-        except HydraException:
+        except HydraException as e:
             key = arg.partition("=")[0]
-            print(
-                f"rnnlab: error: {mask_url(arg)}: Hydra cannot parse this value; quote it, "
-                f"e.g. \"{key}='postgresql://user:pw@host/db'\" (a ' in it as \\')",
-                file=sys.stderr,
-            )
+            if mask_url(arg) != arg:
+                why = (
+                    f"Hydra cannot parse this value; quote it, "
+                    f"e.g. \"{key}='postgresql://user:pw@host/db'\" (a ' in it as \\')"
+                )
+            else:
+                why = f"Hydra cannot parse this override ({_parse_reason(str(e))})"
+            print(f"rnnlab: error: {mask_url(arg)}: {why}", file=sys.stderr)
             raise SystemExit(2) from None
+
+
+def _parse_reason(message: str) -> str:
+    """The line of Hydra's parse error that says what is wrong (not its heading or link)."""
+    for line in message.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Error parsing override", "See https://", "^")):
+            return line
+    return "see https://hydra.cc/docs/advanced/override_grammar/basic"

@@ -52,6 +52,13 @@ def journal_path(url: str) -> Path | None:
     if not url.startswith(JOURNAL_SCHEME):
         return None
     path = url[len(JOURNAL_SCHEME) :]
+    if "?" in path or "#" in path:
+        # Taken as part of the file name, a `?password=...` would name a file after the secret.
+        file = path.partition("?")[0].partition("#")[0]  # what follows may be a secret
+        raise ValueError(
+            f"{JOURNAL_SCHEME}{file}?...: a journal storage is a file path, with no query "
+            "string or fragment (`?`, `#`); a journal file has no password"
+        )
     if not path.startswith("/"):
         raise ValueError(
             f"{url}: a journal storage needs an absolute path, as in "

@@ -56,6 +56,15 @@ def search_name(config: DictConfig) -> str | None:
 
 
 def default_storage(config: DictConfig, study_name: str) -> str:
+    """sqlite:///<output root>/optuna/<study_name>.db: the study name is a file name there."""
+    if "?" in study_name or "%" in study_name:
+        # SQLAlchemy reads them as URL syntax: exp?mode=ro opened a file named "exp", and
+        # a%20b one named "a b.db".
+        raise SweepConfigError(
+            f"hydra.sweeper.study_name={study_name}: with the default storage the study name "
+            "is a file name in <paths.output_root>/optuna/ and may not hold ? or %; choose "
+            "another, or set hydra.sweeper.storage"
+        )
     root = OmegaConf.select(config, "paths.output_root", default=None)
     root_path = Path(str(root)) if root else Path.cwd() / "outputs"
     return f"sqlite:///{root_path.resolve() / 'optuna' / study_name}.db"

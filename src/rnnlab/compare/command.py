@@ -7,8 +7,9 @@ matplotlib and optuna are imported only for --plot / --html.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -150,21 +151,34 @@ def _run(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print_table(table)
-    try:
-        if args.csv:
-            runs.atomic_write(args.csv, to_csv(table))
-        if args.json:
-            runs.atomic_write(args.json, to_json(table))
-        if args.markdown:
-            runs.atomic_write(args.markdown, to_markdown(table, base=args.markdown.parent))
-        if args.plot or args.html:
+    exports = [
+        ("csv", lambda: to_csv(table)),
+        ("json", lambda: to_json(table)),
+        ("markdown", lambda: to_markdown(table, base=args.markdown.parent)),
+    ]
+    for option, render in exports:
+        target = getattr(args, option)
+        if target:
+            # Named as given: the error's own file is atomic_write's hidden temp file.
+            with _writing(f"--{option} {target}"):
+                runs.atomic_write(target, render())
+    if args.plot or args.html:
+        try:
             _plots(table, args.plot, args.html, args.quiet)
-    except OSError as e:
-        raise CompareError(f"cannot write {e.filename or ''}: {e.strerror or e}") from None
+        except OSError as e:
+            raise CompareError(f"cannot write {e.filename or ''}: {e.strerror or e}") from None
     if not found.runs and not found.incomplete:
         _error("no run folders found under " + " ".join(map(str, args.paths)))
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def _writing(what: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        raise CompareError(f"{what}: cannot write it: {e.strerror or e}") from None
 
 
 def _plots(table: Table, plot_dir: Path | None, html_file: Path | None, quiet: bool) -> None:

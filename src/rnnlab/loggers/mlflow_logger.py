@@ -67,6 +67,8 @@ class MLflowLogger:
             for k, v in flat_config(cfg).items()
             if not k.startswith("logger.")
         ]
+        if _database_scheme(uri):
+            _probe_database(uri, key)
         run_name = section.get("run_name") or _default_run_name(cfg, run_dir)
         with _fail_fast_http():
             try:
@@ -159,6 +161,33 @@ def _artifact_location(section: DictConfig, uri: str) -> str | None:
         db = Path(uri.removeprefix("sqlite:///"))
         return (db.resolve().parent / "mlartifacts").as_uri()
     return None
+
+
+def _database_scheme(uri: str) -> bool:
+    """A database store (sqlite:///..., postgresql+psycopg://...), as MLflow tells them apart."""
+    scheme = uri.partition("://")[0].partition("+")[0].lower()
+    return "://" in uri and scheme in ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def _probe_database(uri: str, key: str) -> None:
+    """One connection to a database store, so that a bad one is reported at once: MLflow
+    retries opening it with backoff for about 100 s (not configurable)."""
+    import sqlalchemy
+
+    try:
+        if uri.startswith("sqlite:///"):
+            # MLflow creates the database's folder; so does this, for the probe to be fair.
+            Path(uri.removeprefix("sqlite:///").partition("?")[0]).parent.mkdir(
+                parents=True, exist_ok=True
+            )
+        engine = sqlalchemy.create_engine(uri)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except Exception as e:
+        raise ConfigError(f"{key}: cannot open it ({mask_url(_reason(e))})") from None
 
 
 def _reason(e: Exception) -> str:
