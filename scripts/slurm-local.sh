@@ -185,6 +185,20 @@ up() {
 
 down() {
   local pidfile
+  # Jobs first: their slurmstepd processes would outlive the daemons.
+  if pid_alive "$DIR/run/slurmctld.pid"; then
+    export SLURM_CONF=$DIR/slurm.conf
+    local jobs
+    jobs=$(squeue -h -o %i 2>/dev/null || true)
+    if [ -n "$jobs" ]; then
+      # shellcheck disable=SC2086
+      scancel --full $jobs 2>/dev/null || true
+      for _ in $(seq 100); do
+        [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break
+        sleep 0.1
+      done
+    fi
+  fi
   for pidfile in "$DIR"/run/slurmd-*.pid "$DIR/run/slurmctld.pid" "$DIR/run/slurmdbd.pid" \
     "$DIR/run/mariadb.pid"; do
     [ -f "$pidfile" ] || continue
