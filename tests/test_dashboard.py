@@ -8,7 +8,6 @@ the folder a sweep ran in, on a port the system picks (`--port 0`) and on loopba
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
@@ -23,8 +22,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from rnnlab import cli, secrets
+from rnnlab import cli
 from rnnlab.dashboard import DEFAULT_DIR
+from sweeping import sweep_env
 
 REPO = Path(__file__).resolve().parents[1]
 OLD_STUDY_SQL = REPO / "tests" / "fixtures" / "optuna-2.10-study.sql"  # written by optuna 2.10
@@ -38,9 +38,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop(secrets.STORAGE_ENV, None)
-    return env
+    return sweep_env()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ its trial and the study is resumed. Tiny trials (RNN, 8 units, 1 epoch on 500 di
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,21 +17,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from rnnlab import secrets
 from rnnlab.runs import Status
 from rnnlab.storage import HEARTBEAT_ATTR, open_storage
+from sweeping import TINY_TRIAL, sweep_env
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
-    "data=mnist_sample",
-    "data.val_size=400",
-    "data.test_size=4100",
+    *TINY_TRIAL,
     "model=rnn",
-    "model.hidden_size=8",
-    "data.batch_size=64",
-    "trainer.epochs=1",
     "trainer.save_checkpoints=false",
-    "trainer.progress=false",
     "hydra/sweeper=rnnlab_optuna",
     "hydra/sweeper/pruner=median",
     "hydra.sweeper.study_name=j",
@@ -44,8 +37,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _start(tmp_path: Path, data_dir: Path, url: str, name: str, *args: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop(secrets.STORAGE_ENV, None)
+    env = sweep_env()
     return subprocess.Popen(
         [
             sys.executable,

@@ -8,7 +8,6 @@ under the output folder and everything printed is searched for the secret.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from pg import HOST, Server, free_port, postgres_server
 from rnnlab import runs, secrets
 from rnnlab.secrets import MASK, mask_url, real_storage_url, refuse_unparsable_overrides
+from sweeping import TINY_TRIAL, sweep_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -222,15 +222,9 @@ FORMS = {
 }
 
 SWEEP = [
-    "data=mnist_sample",
-    "data.val_size=400",
-    "data.test_size=4100",
+    *TINY_TRIAL,
     "model=rnn",
-    "model.hidden_size=8",
-    "data.batch_size=64",
-    "trainer.epochs=1",
     "trainer.save_checkpoints=true",
-    "trainer.progress=false",
     "hydra/sweeper=rnnlab_optuna",
     "hydra.sweeper.n_trials=1",
     "optimizer.lr=tag(log,interval(1e-3,1e-2))",
@@ -270,8 +264,7 @@ def _leaks(root: Path, text: str, password: str) -> list[str]:
 
 def _sweep(out: Path, data_dir: Path, *args: str, timeout: float = 300, **env_vars: str):
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0", **env_vars)
-    env.pop(secrets.STORAGE_ENV, None)
+    env = sweep_env(HYDRA_FULL_ERROR="0", **env_vars)
     return subprocess.run(
         [
             sys.executable,

@@ -4,7 +4,6 @@ real one-trial sweep (tiny RNN, one epoch on the MNIST sample)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -16,21 +15,15 @@ from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
 from hydra_plugins.rnnlab_sweeper.config import SAMPLERS
-from rnnlab import secrets
+from sweeping import TINY_TRIAL, sweep_env
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCHES = sorted(p.stem for p in (REPO / "conf" / "hparams_search").glob("*.yaml"))
 PRUNERS = ["none", "median", "successive_halving", "hyperband"]
 TINY = [
-    "data=mnist_sample",
-    "data.val_size=400",
-    "data.test_size=4100",
-    "model.hidden_size=8",
+    *TINY_TRIAL,
     "model.num_layers=1",
-    "data.batch_size=64",
-    "trainer.epochs=1",
     "trainer.save_checkpoints=false",
-    "trainer.progress=false",
     "hydra.sweeper.n_trials=1",
 ]
 
@@ -74,8 +67,7 @@ def test_every_sampler_composes_with_every_search_config(search: str, sampler: s
 
 
 def _sweep(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop(secrets.STORAGE_ENV, None)
+    env = sweep_env()
     proc = subprocess.run(
         [
             sys.executable,

@@ -19,21 +19,16 @@ from optuna.trial import TrialState
 
 from hydra_plugins.rnnlab_sweeper._optuna_seams import trial_id
 from hydra_plugins.rnnlab_sweeper._study import abandoned
-from rnnlab import secrets, sweeps
+from rnnlab import sweeps
 from rnnlab.runs import SUMMARY_FILE, Status
 from rnnlab.storage import STALE_AFTER_S, open_storage
+from sweeping import TINY_TRIAL, sweep_env
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "optuna-2.10-study.sql"
 TINY = [
-    "data=mnist_sample",
-    "data.val_size=400",
-    "data.test_size=4100",
-    "model.hidden_size=8",
-    "data.batch_size=64",
-    "trainer.epochs=1",
+    *TINY_TRIAL,
     "trainer.save_checkpoints=false",
-    "trainer.progress=false",
     "hydra/sweeper=rnnlab_optuna",
 ]
 
@@ -53,9 +48,7 @@ def _cmd(out: Path, data_dir: Path, *args: str) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop(secrets.STORAGE_ENV, None)
-    return env
+    return sweep_env()
 
 
 def _run(out: Path, data_dir: Path, *args: str, **kw) -> subprocess.CompletedProcess:

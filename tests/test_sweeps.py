@@ -30,19 +30,14 @@ from pg import SUPERUSER_PASSWORD, postgres_server
 from rnnlab import secrets
 from rnnlab.runs import Direction
 from rnnlab.storage import STALE_AFTER_S, open_storage
+from sweeping import TINY_TRIAL, sweep_env
 
 REPO = Path(__file__).resolve().parents[1]
 # 500 digits to train on: validation 400, test 4,100 (evaluation is cheap, training is not).
 TINY = [
-    "data=mnist_sample",
-    "data.val_size=400",
-    "data.test_size=4100",
+    *TINY_TRIAL,
     "model=rnn",
-    "model.hidden_size=8",
-    "data.batch_size=64",
-    "trainer.epochs=1",
     "trainer.save_checkpoints=false",
-    "trainer.progress=false",
     "hydra/sweeper=rnnlab_optuna",
 ]
 
@@ -67,9 +62,7 @@ def _cmd(out: Path, data_dir: Path, *args: str, drop: tuple[str, ...] = ()) -> l
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop(secrets.STORAGE_ENV, None)
-    return env
+    return sweep_env()
 
 
 def sweep(
