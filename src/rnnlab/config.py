@@ -17,6 +17,8 @@ from rnnlab.runs import OPTIMIZED_METRICS
 
 # Kept free of torch imports so that a bad value is reported within a second.
 CELLS = ("rnn", "lstm", "gru")
+# model.kernel: "auto" lets rnnlab pick its faster CPU kernel where it has one (rnnlab.kernels).
+KERNELS = ("auto", "torch")
 MNIST_TRAIN_SIZE = 60_000
 SAMPLE_SIZE = 5_000
 
@@ -88,6 +90,8 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg, f"{m}.num_classes", lambda v: v == 10, "10 (MNIST digits)")
     if cfg.model.cell == "rnn":
         _check(cfg, f"{m}.nonlinearity", lambda v: v in ("tanh", "relu"), "tanh or relu")
+    if cfg.model.get("kernel") is not None:
+        _check(cfg, f"{m}.kernel", lambda v: v in KERNELS, f"one of {', '.join(KERNELS)}")
 
     d = "data"
     name = _check(
