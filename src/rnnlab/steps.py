@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnlab import gpu
+
 log = logging.getLogger(__name__)
 
 # Eager steps before capture: they initialise the optimizer's state, cuBLAS/cuDNN handles and
@@ -120,6 +122,7 @@ class GraphedStep(TrainStep):
                 static_x.copy_(x)
                 static_y.copy_(y)
                 self.graph.replay()
+                self.steps_done += 1
                 return loss, logits
             return self._capture_and_replay(x, y)  # the scheduler changed the lr
         if self.graph is not None or self.steps_done < WARMUP_STEPS:
@@ -220,3 +223,19 @@ def graphs_unsupported(optimizer: torch.optim.Optimizer, device: torch.device) -
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def record(summary: Any, step: TrainStep | None) -> None:
+    """Put how the step ran, and the peak GPU memory, into `summary` (runs.Summary); log it."""
+    if step is None:
+        return
+    for key, value in step.describe().items():
+        setattr(summary, key, value)
+    summary.peak_gpu_memory_mb = gpu.peak_memory_mb(step.device)
+    if summary.peak_gpu_memory_mb is not None:
+        log.info(
+            "peak GPU memory: %.1f MB (%s, cuda_graphs %s)",
+            summary.peak_gpu_memory_mb,
+            step.precision,
+            "on" if step.cuda_graphs else "off",
+        )
