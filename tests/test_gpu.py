@@ -53,7 +53,7 @@ def assert_close_params(a, b, rtol=1e-4, atol=1e-5):
 def test_graphs_give_the_eager_numbers(data_dir, cell, caplog):
     with caplog.at_level(logging.WARNING, logger="rnnlab.steps"):
         (eager_losses, eager_model, _), (graph_losses, graph_model, step) = eager_and_graphed(
-            data_dir, f"model={cell}", "trainer.grad_clip_norm=1.0"
+            data_dir, f"model={cell}", "trainer.grad_clip_norm=0.05"
         )
     # Captured, not fallen back: on failure the warning says which part cannot be captured.
     assert isinstance(step, GraphedStep) and step.cuda_graphs, caplog.text
@@ -116,6 +116,36 @@ def test_sgd_is_not_capturable_and_falls_back_with_one_warning(data_dir, caplog)
         "trainer.cuda_graphs=true: SGD has no capturable mode (Adam and AdamW have); "
         "training eagerly"
     ]
+
+
+class SyncsInForward(torch.nn.Module):
+    """A model that reads a value back to the host in its forward: not capturable."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.batch_first = model, model.batch_first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.abs().sum().item() < 0:  # never true; the .item() is the point
+            x = -x
+        return self.inner(x)
+
+
+def test_capture_failure_warns_once_and_trains_eagerly_with_the_same_numbers(data_dir, caplog):
+    results = {}
+    for graphs in (False, True):
+        cfg = compose_train(data_dir, f"trainer.cuda_graphs={graphs}")
+        model, opt = build(cfg, CUDA, capturable=graphs)
+        model = SyncsInForward(model)
+        step = make_train_step(model, opt, cfg.trainer, CUDA)
+        with caplog.at_level(logging.WARNING, logger="rnnlab.steps"):
+            results[graphs] = (run_epochs(step, train_batches(cfg, CUDA, n=640), 2), model, step)
+    step = results[True][2]
+    assert not step.cuda_graphs and step.fallback.startswith("capture failed: ")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("trainer.cuda_graphs=true: capture failed")
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-4, atol=1e-5)
+    assert_close_params(results[False][1], results[True][1])
 
 
 def test_memory_fraction_caps_this_process():

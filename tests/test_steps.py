@@ -36,9 +36,9 @@ def one_thread():
     "overrides",
     [
         ("model=rnn",),
-        ("model=lstm", "trainer.grad_clip_norm=0.5"),
+        ("model=lstm", "trainer.grad_clip_norm=0.05"),
         ("model=gru", "model.batch_first=false"),
-        ("model=rnn", "optimizer=sgd", "trainer.grad_clip_norm=1.0"),
+        ("model=rnn", "optimizer=sgd", "trainer.grad_clip_norm=0.05"),
     ],
     ids=["rnn", "lstm-clip", "gru-seq-first", "rnn-sgd-clip"],
 )

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from typing import Any
 
 import torch
@@ -115,7 +116,7 @@ class GraphedStep(TrainStep):
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.fallback is not None:
-            return self.eager(x, y)
+            return self.quiet_eager(x, y)
         if self.graph is not None and x.shape == self.static[0].shape:
             if self._settings() == self.captured_settings:
                 static_x, static_y, loss, logits = self.static
@@ -135,7 +136,7 @@ class GraphedStep(TrainStep):
         main = torch.cuda.current_stream(self.device)
         self.stream.wait_stream(main)
         with torch.cuda.stream(self.stream):
-            loss, logits = self.eager(x, y)
+            loss, logits = self.quiet_eager(x, y)
         main.wait_stream(self.stream)
         # Made on the side stream, used and freed on the main one: tell the allocator.
         loss.record_stream(main)
@@ -159,13 +160,20 @@ class GraphedStep(TrainStep):
             torch.cuda.synchronize(self.device)
             self.optimizer.zero_grad(set_to_none=True)
             self._fall_back(f"capture failed: {_first_line(e)}")
-            return self.eager(x, y)
+            return self.quiet_eager(x, y)
         self.graph, self.static = graph, (static_x, static_y, loss, logits)
         self.captured_settings = self._settings()
         self.cuda_graphs = True
         graph.replay()  # capture only records: this replay is the step for (x, y)
         self.steps_done += 1
         return loss, logits
+
+    def quiet_eager(self, x, y):
+        """The eager step, without torch's warning that a capturable optimizer is stepped
+        outside a capture (warm-up, the last batch and the fallback do so on purpose)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="This instance was constructed with capt")
+            return self.eager(x, y)
 
     def _captured_step(self, x, y):
         # Autocast's weight cache would keep casts made during capture alive past it.
