@@ -7,7 +7,7 @@
 #   .whl/                     wheels of the missing packages, versions as in this .venv
 #   shared/data/mnist/raw/    the four MNIST .gz files
 # Then call the device tool:  run(command="bash benchmarks/gpu_check.sh",
-#                                 carry=[".whl"], timeout_s=540)
+#                                 carry=[".whl"], timeout_s=590)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
