@@ -109,12 +109,17 @@ class GraphedStep(TrainStep):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stream = torch.cuda.Stream(self.device)  # warm-up and capture run here
-        self.steps_done = 0
+        self.steps_done = 0  # all steps, however they ran
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static: tuple[torch.Tensor, ...] = ()  # x, y, loss, logits
         self.captured_settings: list[dict[str, Any]] = []
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self._step(x, y)
+        self.steps_done += 1
+        return out
+
+    def _step(self, x, y):
         if self.fallback is not None:
             return self.quiet_eager(x, y)
         if self.graph is not None and x.shape == self.static[0].shape:
@@ -123,7 +128,6 @@ class GraphedStep(TrainStep):
                 static_x.copy_(x)
                 static_y.copy_(y)
                 self.graph.replay()
-                self.steps_done += 1
                 return loss, logits
             return self._capture_and_replay(x, y)  # the scheduler changed the lr
         if self.graph is not None or self.steps_done < WARMUP_STEPS:
@@ -141,7 +145,6 @@ class GraphedStep(TrainStep):
         # Made on the side stream, used and freed on the main one: tell the allocator.
         loss.record_stream(main)
         logits.record_stream(main)
-        self.steps_done += 1
         return loss, logits
 
     def _capture_and_replay(self, x, y):
@@ -165,7 +168,6 @@ class GraphedStep(TrainStep):
         self.captured_settings = self._settings()
         self.cuda_graphs = True
         graph.replay()  # capture only records: this replay is the step for (x, y)
-        self.steps_done += 1
         return loss, logits
 
     def quiet_eager(self, x, y):
