@@ -19,6 +19,7 @@ from rnnlab.runs import OPTIMIZED_METRICS
 CELLS = ("rnn", "lstm", "gru")
 # model.kernel: "auto" lets rnnlab pick its faster CPU kernel where it has one (rnnlab.kernels).
 KERNELS = ("auto", "torch")
+PRECISIONS = ("fp32", "bf16")  # trainer.precision (rnnlab.steps)
 MNIST_TRAIN_SIZE = 60_000
 SAMPLE_SIZE = 5_000
 
@@ -161,6 +162,19 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg, f"{t}.progress", lambda v: v in ("auto", True, False), "auto, true or false")
     _check(cfg, f"{t}.divergence_check_every", int_at_least(1), "an integer >= 1")
     _check(cfg, f"{t}.save_checkpoints", is_bool, "true or false")
+    # Newer keys: a run saved before them (resume=...) has none, and gets the defaults.
+    if "precision" in cfg.trainer:
+        _check(cfg, f"{t}.precision", lambda v: v in PRECISIONS, " or ".join(PRECISIONS))
+    if "cuda_graphs" in cfg.trainer:
+        _check(cfg, f"{t}.cuda_graphs", is_bool, "true or false")
+    if "gpu_memory_fraction" in cfg.trainer:
+        _check(
+            cfg,
+            f"{t}.gpu_memory_fraction",
+            number_in(0, 1, lo_open=True),
+            "a number in (0, 1] or null",
+            optional=True,
+        )
 
 
 def _is_device(v: Any) -> bool:

@@ -7,6 +7,7 @@ instead of several per parameter tensor).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -26,8 +27,15 @@ FUSED_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
 
 
 def build_optimizer(
-    opt_cfg: DictConfig, params: Any, device: torch.device
+    opt_cfg: DictConfig, params: Any, device: torch.device, capturable: bool = False
 ) -> torch.optim.Optimizer:
+    """The optimizer `opt_cfg` names over `params`.
+
+    capturable=True (for trainer.cuda_graphs, see rnnlab.steps.wants_cuda_graphs) builds it
+    so that its step can be captured in a CUDA graph: the step count lives on the device and
+    no step reads it back to the host. Optimizers without such a mode are built as usual and
+    the step falls back to eager with a warning.
+    """
     cls = optimizer_class(opt_cfg._target_)
     opt_cfg = opt_cfg.copy()
     with open_dict(opt_cfg):
@@ -36,6 +44,8 @@ def build_optimizer(
                 del opt_cfg[flag]
         if "fused" not in opt_cfg and "foreach" not in opt_cfg and fused_supported(cls, device):
             opt_cfg.fused = True
+        if capturable and takes_capturable(cls):
+            opt_cfg.capturable = True
     try:
         return instantiate(opt_cfg)(params)
     except _BAD_SETTING as e:
@@ -65,6 +75,11 @@ def optimizer_class(target: Any) -> type[torch.optim.Optimizer]:
             f"optimizer._target_={target} is not allowed: not an optimizer; expected {allowed}"
         )
     return cls
+
+
+def takes_capturable(cls: type) -> bool:
+    """Whether the optimizer class has a `capturable` argument (Adam, AdamW, ...; not SGD)."""
+    return "capturable" in inspect.signature(cls.__init__).parameters
 
 
 def fused_supported(cls: type, device: torch.device) -> bool:

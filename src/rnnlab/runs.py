@@ -320,6 +320,11 @@ class Summary:
     epochs_completed: int = 0
     epochs_planned: int | None = None
     train_samples_per_s: float | None = None
+    # how the step ran (rnnlab.steps, rnnlab.gpu): cuda_graphs is whether a graph was replayed
+    precision: str | None = None
+    cuda_graphs: bool | None = None
+    cuda_graphs_fallback: str | None = None  # why trainer.cuda_graphs=true ran eagerly
+    peak_gpu_memory_mb: float | None = None
     wall_time_s: float | None = None
     finished_at: str | None = None
     # v2: what ran, as plain JSON (compare reads these instead of Hydra's YAML files)
