@@ -44,7 +44,10 @@ def test_model_with_own_kernel_matches_torch(batch_first, num_layers):
     for kernel in ("auto", "torch"):
         torch.manual_seed(0)
         models[kernel] = SequenceClassifier(
-            cell="rnn", hidden_size=64, num_layers=num_layers, batch_first=batch_first,
+            cell="rnn",
+            hidden_size=64,
+            num_layers=num_layers,
+            batch_first=batch_first,
             kernel=kernel,
         )
     assert models["auto"].own_kernel and not models["torch"].own_kernel
@@ -52,7 +55,7 @@ def test_model_with_own_kernel_matches_torch(batch_first, num_layers):
     y = torch.randint(0, 10, (16,))
     logits = {k: m(x) for k, m in models.items()}
     torch.testing.assert_close(logits["auto"], logits["torch"], rtol=1e-5, atol=1e-5)
-    for k, m in models.items():
+    for k in models:
         nn.functional.cross_entropy(logits[k], y).backward()
     for (name, p), q in zip(
         models["auto"].named_parameters(), models["torch"].parameters(), strict=True

@@ -94,4 +94,3 @@ def rnn_layer(
 ) -> Tensor:
     """All hidden states (T, B, H) of one tanh (or relu) RNN layer over time-major x."""
     return _RNNLayer.apply(x.contiguous(), h0, w_ih, w_hh, b_ih, b_hh, relu)
-

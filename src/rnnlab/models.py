@@ -67,7 +67,8 @@ class SequenceClassifier(nn.Module):
         self.fc = nn.Linear(hidden_size * self.num_directions, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.own_kernel and x.device.type == "cpu":
+        # Under autocast (trainer.precision=bf16) torch's module does the casting.
+        if self.own_kernel and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
             last = self._own_rnn(x)
         else:
             _, h_n = self.rnn(x)

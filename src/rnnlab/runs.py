@@ -308,6 +308,7 @@ class Summary:
     device: str | None = None
     device_name: str | None = None
     torch_threads: int | None = None
+    torch_threads_why: str | None = None  # the thread policy's reason (rnnlab.threads)
     slurm_job_id: str | None = None  # the Slurm job the run ran in (hydra/launcher=slurm)
     data_source: str | None = None
     data_sizes: dict[str, int] | None = None
@@ -321,6 +322,7 @@ class Summary:
     epochs_planned: int | None = None
     train_samples_per_s: float | None = None
     # how the step ran (rnnlab.steps, rnnlab.gpu): cuda_graphs is whether a graph was replayed
+    kernel: str | None = None  # the recurrent layer: "rnnlab" (rnnlab.kernels) or "torch"
     precision: str | None = None
     cuda_graphs: bool | None = None
     cuda_graphs_fallback: str | None = None  # why trainer.cuda_graphs=true ran eagerly

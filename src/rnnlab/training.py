@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab import __version__, checkpoints, pruning, runs, slurm
+from rnnlab import __version__, checkpoints, gpu, pruning, runs, slurm, steps, threads
 from rnnlab.checkpoints import TrainState
 from rnnlab.config import validate
 from rnnlab.data import Batches, load_splits
@@ -63,6 +63,7 @@ class Run:
     state: TrainState | None = None
     batches: dict[str, Batches] = field(default_factory=dict)  # train, val, test
     reporter: Any = None  # reports to the sweep's study and says when to prune
+    step: steps.TrainStep | None = None  # one optimisation step (eager, bf16, CUDA graph)
     hooks: list[RunHook] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
@@ -139,11 +140,11 @@ def _setup(run: Run) -> None:
     # not a crash after the last epoch.
     run.hooks.append(open_loggers(cfg, run.dir))
     device = resolve_device(cfg.trainer.device)
-    # Unset, a run takes every core, except in a Slurm job: there its --cpus-per-task.
-    threads = cfg.trainer.num_threads
-    configure_torch(device, threads or slurm.cpus_per_task(), cfg.trainer.deterministic)
+    num_threads, why = threads.choose(cfg, device)
+    configure_torch(device, num_threads, cfg.trainer.deterministic)
     summary.device, summary.device_name = str(device), device_name(device)
-    summary.torch_threads = torch.get_num_threads()
+    summary.torch_threads, summary.torch_threads_why = torch.get_num_threads(), why
+    gpu.limit_memory(device, cfg.trainer.get("gpu_memory_fraction"))
 
     splits = load_splits(cfg.data).to(device)
     summary.data_source, summary.data_sizes = splits.source, splits.sizes()
@@ -151,9 +152,11 @@ def _setup(run: Run) -> None:
 
     torch.manual_seed(cfg.seed)
     model = _build_model(cfg, device)
-    optimizer = build_optimizer(cfg.optimizer, model.parameters(), device)
+    capturable = steps.wants_cuda_graphs(cfg.trainer, device)
+    optimizer = build_optimizer(cfg.optimizer, model.parameters(), device, capturable)
     scheduler = build_scheduler(cfg.get("scheduler"), optimizer)
     summary.num_params = count_parameters(model)
+    summary.kernel = "rnnlab" if model.own_kernel and device.type == "cpu" else "torch"
     batch_order = torch.Generator().manual_seed(cfg.seed)
     run.state = TrainState(model, optimizer, scheduler, batch_order)
     d = cfg.data
@@ -168,12 +171,14 @@ def _setup(run: Run) -> None:
         checkpoints.restore(run.state, run.resume)
         log.info("resumed from %s after epoch %d", cfg.resume, run.state.epoch)
     log.info(
-        "model: %s, %s parameters, device %s, %d torch threads",
-        cfg.model.cell.upper(),
+        "model: %s, %s parameters, device %s, %d torch threads (%s)",
+        cfg.model.cell.upper() + (" (rnnlab's CPU kernel)" if model.own_kernel else ""),
         f"{summary.num_params:,}",
         device,
         torch.get_num_threads(),
+        why,
     )
+    run.step = steps.make_train_step(model, optimizer, cfg.trainer, device)
     run.reporter = pruning.reporter_from_config(cfg.get("trial"))
 
 
@@ -213,7 +218,7 @@ def _train_and_evaluate(run: Run, epoch: int) -> dict[str, Any]:
     state, batches = run.state, run.batches
     t0 = time.perf_counter()
     train_loss, train_acc = _train_epoch(
-        run.cfg, state.model, state.optimizer, batches["train"], epoch
+        run.cfg, state.model, state.optimizer, batches["train"], epoch, run.step
     )
     epoch_time = time.perf_counter() - t0
     val_loss, val_acc = evaluate(state.model, batches["val"])
@@ -232,37 +237,28 @@ def _train_and_evaluate(run: Run, epoch: int) -> dict[str, Any]:
     )
 
 
-def _train_epoch(cfg: DictConfig, model, optimizer, batches: Batches, epoch: int):
+def _train_epoch(cfg: DictConfig, model, optimizer, batches: Batches, epoch: int, train_step=None):
     """One pass over the training set; returns (mean loss, accuracy).
 
     Loss and accuracy accumulate on the device: reading them every step would stall the
     pipeline on a host sync. A non-finite loss is looked for every few steps instead.
+    `train_step` defaults to the eager step (benchmarks call this function without a run).
     """
     model.train()
     device = batches.y.device
+    if train_step is None:
+        train_step = steps.make_train_step(model, optimizer, cfg.trainer, device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
-    clip = cfg.trainer.grad_clip_norm
     check_every = cfg.trainer.divergence_check_every
-    params = [p for p in model.parameters() if p.requires_grad]
     with _progress(cfg, len(batches), f"epoch {epoch}/{cfg.trainer.epochs}") as advance:
-        for step, (x, y) in enumerate(batches, 1):
-            if not model.batch_first:
-                x = x.transpose(0, 1)  # (seq, batch, feature), as such a model expects
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
-            optimizer.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            if step % check_every == 0:
+        for i, (x, y) in enumerate(batches, 1):
+            loss, logits = train_step(x, y)
+            loss_sum += loss * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            if i % check_every == 0:
                 if not torch.isfinite(loss_sum):
-                    raise Diverged(
-                        f"training loss is {loss_sum.item()} at epoch {epoch}, step {step}"
-                    )
+                    raise Diverged(f"training loss is {loss_sum.item()} at epoch {epoch}, step {i}")
                 advance(check_every)
     n = len(batches.y)
     train_loss = loss_sum.item() / n
@@ -323,6 +319,7 @@ def _finish(run: Run) -> None:
     history = state.history if state is not None else []
     summary.conclude(history, state.best if state is not None else None)
     summary.wall_time_s = round(time.time() - run.started, 3)
+    steps.record(summary, run.step)
     if run.reporter is not None:
         run.reporter.close()
     try:
