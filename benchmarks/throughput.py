@@ -28,6 +28,7 @@ from torchvision import datasets, transforms
 from rnnlab import training
 from rnnlab.data import Batches, find_mnist_files, load_splits
 from rnnlab.optim import build_optimizer
+from rnnlab.threads import choose as choose_threads
 
 REPO = Path(__file__).resolve().parents[1]
 FLOP_PER_SAMPLE = 3.19e6  # forward + backward of RNN-128 over 28 steps, plus the head
@@ -81,40 +82,63 @@ def rnnlab_round(cfg, batches: Batches, model, optimizer, n_batches: int) -> flo
     return len(subset.y) / (time.perf_counter() - start)
 
 
+def compose_cfg(root: str, *overrides: str):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["experiment=seed_book", f"data.root={root}", "trainer.progress=false"]
+            + list(overrides),
+        )
+    with open_dict(cfg):
+        cfg.data.cache_dir = str(REPO / "data" / "cache")
+    return cfg
+
+
+def rnnlab_side(cfg, splits, batch_size: int = 64):
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    optimizer = build_optimizer(cfg.optimizer, model.parameters(), torch.device("cpu"))
+    batches = Batches(
+        splits.train_x, splits.train_y, batch_size, 0.5, 0.5, True, torch.Generator().manual_seed(0)
+    )
+    return model, optimizer, batches
+
+
+def profile_step(cfg, model, optimizer, batches) -> None:
+    """Where one training step's time goes (rnnlab's loop, 50 steps)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rnnlab_round(cfg, batches, model, optimizer, 10)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        rnnlab_round(cfg, batches, model, optimizer, 50)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "mnist"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", type=int, default=200, help="batches of 64 per round")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (both sides)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads, both sides (default: rnnlab's)"
+    )
+    parser.add_argument("--cells", action="store_true", help="also rnn/lstm/gru-128 samples/s")
+    parser.add_argument("--profile", action="store_true", help="profile rnnlab's step")
     args = parser.parse_args()
     if find_mnist_files(Path(args.root)) is None:
         sys.exit(f"benchmark: no MNIST files under {args.root}; pass --root")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cfg = compose_cfg(args.root)
+    # Both sides run with the threads rnnlab's policy gives the textbook config, so that the
+    # ratio measures the data path, the loop and the kernel, not the thread setting.
+    threads = args.threads or choose_threads(cfg, torch.device("cpu"))[0]
+    torch.set_num_threads(threads)
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=["experiment=seed_book", f"data.root={args.root}", "trainer.progress=false"],
-        )
-    with open_dict(cfg):
-        cfg.data.cache_dir = str(REPO / "data" / "cache")
-
-    # (A) rnnlab: decoded tensors from the cache, batches cut on the device.
+    # (A) rnnlab: decoded tensors from the cache, batches cut on the device, its RNN kernel.
+    # (C) the same with model.kernel=torch: what the kernel alone contributes.
     splits = load_splits(cfg.data)
-    torch.manual_seed(0)
-    model_a = instantiate(cfg.model)
-    opt_a = build_optimizer(cfg.optimizer, model_a.parameters(), torch.device("cpu"))
-    batches = Batches(
-        splits.train_x,
-        splits.train_y,
-        64,
-        0.5,
-        0.5,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(0),
-    )
+    model_a, opt_a, batches = rnnlab_side(cfg, splits)
+    cfg_c = compose_cfg(args.root, "model.kernel=torch")
+    model_c, opt_c, batches_c = rnnlab_side(cfg_c, splits)
 
     # (B) textbook: torchvision's MNIST + ToTensor/Normalize through a DataLoader.
     tmp = Path(tempfile.mkdtemp(prefix="rnnlab-bench-"))
@@ -134,31 +158,57 @@ def main() -> None:
             yield from loader
 
     b_iter = loader_batches()
-    rnnlab_round(cfg, batches, model_a, opt_a, 20)  # warm-up both sides
+    rnnlab_round(cfg, batches, model_a, opt_a, 20)  # warm-up every side
+    rnnlab_round(cfg_c, batches_c, model_c, opt_c, 20)
     textbook_round(b_iter, model_b, opt_b, 20)
 
-    a_rates, b_rates = [], []
+    rates: dict[str, list[float]] = {"A": [], "B": [], "C": []}
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, optimizer "
+        f"torch {torch.__version__}, {threads} threads, optimizer "
         f"{type(opt_a).__name__}(fused={opt_a.defaults.get('fused')}), "
         f"{args.rounds} rounds x {args.batches} batches of 64"
     )
     for r in range(args.rounds):
-        a_rates.append(rnnlab_round(cfg, batches, model_a, opt_a, args.batches))
-        b_rates.append(textbook_round(b_iter, model_b, opt_b, args.batches))
+        rates["A"].append(rnnlab_round(cfg, batches, model_a, opt_a, args.batches))
+        rates["B"].append(textbook_round(b_iter, model_b, opt_b, args.batches))
+        rates["C"].append(rnnlab_round(cfg_c, batches_c, model_c, opt_c, args.batches))
+        a, b, c = rates["A"][-1], rates["B"][-1], rates["C"][-1]
         print(
-            f"  round {r + 1}: rnnlab {a_rates[-1]:8,.0f}/s   textbook {b_rates[-1]:8,.0f}/s"
-            f"   ratio {a_rates[-1] / b_rates[-1]:.2f}"
+            f"  round {r + 1}: rnnlab {a:8,.0f}/s   textbook {b:8,.0f}/s   ratio {a / b:.2f}"
+            f"   (kernel=torch {c:8,.0f}/s, ratio {c / b:.2f})"
         )
-    a, b = statistics.median(a_rates), statistics.median(b_rates)
+    ratios = [a / b for a, b in zip(rates["A"], rates["B"], strict=True)]
+    a, b, c = (statistics.median(rates[k]) for k in "ABC")
     print(f"rnnlab   (A): {a:,.0f} samples/s (median)")
     print(f"textbook (B): {b:,.0f} samples/s (median)")
-    print(f"ratio A/B:    {a / b:.2f}x")
+    print(f"ratio A/B:    {statistics.median(ratios):.2f}x (median of per-round ratios)")
+    print(f"rnnlab with model.kernel=torch (C): {c:,.0f} samples/s, C/B {c / b:.2f}x")
     print(
         f"rnnlab achieved {a * FLOP_PER_SAMPLE / 1e9:.1f} GFLOP/s "
         f"({FLOP_PER_SAMPLE / 1e6:.2f} MFLOP per training sample)"
     )
     shutil.rmtree(tmp, ignore_errors=True)
+    if args.cells:
+        cell_table(args.root, splits, args.rounds, args.batches)
+    if args.profile:
+        profile_step(cfg, model_a, opt_a, batches)
+
+
+def cell_table(root: str, splits, rounds: int, n_batches: int) -> None:
+    """samples/s of rnnlab's loop for each cell at 128 hidden units, batch 64, side by side."""
+    sides = {}
+    for cell in ("rnn", "lstm", "gru"):
+        cfg = compose_cfg(root, f"model={cell}")
+        model, optimizer, batches = rnnlab_side(cfg, splits)
+        sides[cell] = (cfg, batches, model, optimizer)
+        rnnlab_round(*sides[cell], 10)
+    rates: dict[str, list[float]] = {cell: [] for cell in sides}
+    for _ in range(rounds):
+        for cell, side in sides.items():
+            rates[cell].append(rnnlab_round(*side, n_batches))
+    print(f"per cell, 128 hidden units, batch 64, {torch.get_num_threads()} threads (median):")
+    for cell, r in rates.items():
+        print(f"  {cell:5s} {statistics.median(r):8,.0f} samples/s")
 
 
 if __name__ == "__main__":

@@ -66,3 +66,20 @@ def test_model_with_own_kernel_matches_torch(batch_first, num_layers):
 def test_other_cells_and_bidirectional_keep_torch_path():
     for kwargs in (dict(cell="lstm"), dict(cell="gru"), dict(cell="rnn", bidirectional=True)):
         assert not SequenceClassifier(kernel="auto", **kwargs).own_kernel
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_last_only_gives_the_last_state_and_its_gradients(nonlinearity):
+    torch.manual_seed(2)
+    rnn = nn.RNN(28, 16, nonlinearity=nonlinearity).double()
+    x = torch.randn(28, 3, 28, dtype=torch.double)
+    h0 = torch.zeros(3, 16, dtype=torch.double)
+    params = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+    relu = nonlinearity == "relu"
+    full = kernels.rnn_layer(x, h0, *params, relu=relu)[-1]
+    last = kernels.rnn_layer(x, h0, *params, relu=relu, last_only=True)
+    torch.testing.assert_close(last, full, rtol=0, atol=0)
+    g_full = torch.autograd.grad(full.sum(), params)
+    g_last = torch.autograd.grad(last.sum(), params)
+    for a, b in zip(g_last, g_full, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-13)

@@ -31,37 +31,37 @@ from torch import Tensor
 _tanh_backward = torch.ops.aten.tanh_backward
 
 
-def _tanh_from_sigmoid_(y: Tensor) -> Tensor:
-    """In place: y holds 2a on entry and tanh(a) = 2*sigmoid(2a) - 1 on return."""
-    return y.sigmoid_().mul_(2).sub_(1)
-
-
 class _RNNLayer(torch.autograd.Function):
-    """h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act = tanh or relu."""
+    """h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act = tanh or relu.
+
+    For tanh the loop carries s_t = sigmoid(2 a_t), so that h_t = 2 s_t - 1 = tanh(a_t), and
+    2 a_{t+1} = 2 (x W_ih^T + b) + 2 h_t W_hh^T = [2 (x W_ih^T + b) - 2 W_hh 1] + 4 s_t W_hh^T:
+    the constant part is one product before the loop, so a step is one in-place matrix
+    product and one in-place sigmoid, and h comes out of s in one operation at the end.
+    """
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, relu: bool):  # noqa: D401
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, relu: bool, last_only: bool):
         T, B, _ = x.shape
         H = w_hh.shape[0]
-        # For tanh, every pre-activation is computed doubled (alpha/beta=2), so that
-        # tanh(a) = 2*sigmoid(2a) - 1 needs no separate multiplication.
-        scale = 1.0 if relu else 2.0
-        bias = b_ih + b_hh if b_ih is not None else x.new_zeros(H)
-        pre = torch.addmm(bias, x.reshape(T * B, -1), w_ih.t(), beta=scale, alpha=scale)
-        out = pre.view(T, B, H)
+        states = x.new_empty(T + 1, B, H)  # h (relu) or s (tanh), after h0 / s0
         w_hh_t = w_hh.t()
-        h = h0
-        for t in range(T):
-            h_t = out[t]
-            h_t.addmm_(h, w_hh_t, alpha=scale)
-            if relu:
-                h_t.relu_()
-            else:
-                _tanh_from_sigmoid_(h_t)
-            h = h_t
-        ctx.relu = relu
+        if relu:
+            torch.addmm(b_ih + b_hh, x.reshape(T * B, -1), w_ih.t(), out=states[1:].view(-1, H))
+            states[0] = h0
+            for t in range(T):
+                states[t + 1].addmm_(states[t], w_hh_t).relu_()
+            out = states[1:]
+        else:
+            bias = (b_ih + b_hh).mul(2).sub_(w_hh.sum(1), alpha=2)
+            torch.addmm(bias, x.reshape(T * B, -1), w_ih.t(), alpha=2, out=states[1:].view(-1, H))
+            torch.add(h0, 1, out=states[0]).mul_(0.5)
+            for t in range(T):
+                states[t + 1].addmm_(states[t], w_hh_t, alpha=4).sigmoid_()
+            out = states[1:].mul(2).sub_(1)
+        ctx.relu, ctx.last_only = relu, last_only
         ctx.save_for_backward(x, h0, w_ih, w_hh, out)
-        return out
+        return out[-1].clone() if last_only else out
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -69,9 +69,12 @@ class _RNNLayer(torch.autograd.Function):
         T, B, _ = x.shape
         H = w_hh.shape[0]
         d_pre = torch.empty_like(out)
-        dh = grad_out[T - 1]
         for t in range(T - 1, -1, -1):
-            if t < T - 1:
+            if t == T - 1:
+                dh = grad_out if ctx.last_only else grad_out[t]
+            elif ctx.last_only:  # no gradient reaches the outputs before the last
+                dh = d_pre[t + 1].mm(w_hh)
+            else:
                 dh = torch.addmm(grad_out[t], d_pre[t + 1], w_hh)
             if ctx.relu:
                 torch.mul(dh, out[t] > 0, out=d_pre[t])
@@ -85,12 +88,20 @@ class _RNNLayer(torch.autograd.Function):
         d_b = flat.sum(0)
         dx = flat.mm(w_ih).view_as(x) if ctx.needs_input_grad[0] else None
         dh0 = d_pre[0].mm(w_hh) if ctx.needs_input_grad[1] else None
-        has_bias = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
-        return dx, dh0, d_w_ih, d_w_hh, d_b if has_bias else None, d_b if has_bias else None, None
+        return dx, dh0, d_w_ih, d_w_hh, d_b, d_b, None, None
 
 
 def rnn_layer(
-    x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor, relu: bool
+    x: Tensor,
+    h0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor,
+    b_hh: Tensor,
+    relu: bool,
+    last_only: bool = False,
 ) -> Tensor:
-    """All hidden states (T, B, H) of one tanh (or relu) RNN layer over time-major x."""
-    return _RNNLayer.apply(x.contiguous(), h0, w_ih, w_hh, b_ih, b_hh, relu)
+    """One tanh (or relu) RNN layer over time-major x: every hidden state (T, B, H), or with
+    `last_only` just the last one (B, H), which spares backward the zero gradients of the rest.
+    """
+    return _RNNLayer.apply(x.contiguous(), h0, w_ih, w_hh, b_ih, b_hh, relu, last_only)

@@ -95,8 +95,9 @@ class SequenceClassifier(nn.Module):
                 getattr(rnn, f"bias_ih_l{layer}"),
                 getattr(rnn, f"bias_hh_l{layer}"),
                 relu=rnn.nonlinearity == "relu",
+                last_only=layer == rnn.num_layers - 1,
             )
-        return seq[-1]
+        return seq
 
 
 def count_parameters(model: nn.Module) -> int:
