@@ -83,3 +83,28 @@ def test_last_only_gives_the_last_state_and_its_gradients(nonlinearity):
     g_last = torch.autograd.grad(last.sum(), params)
     for a, b in zip(g_last, g_full, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
+
+
+@pytest.mark.slow
+def test_runs_record_the_kernel_and_agree(run_train, tmp_path):
+    """A CPU run of the textbook model uses rnnlab's kernel and says so; model.kernel=torch
+    uses torch's; one epoch of each ends at the same loss up to float32 rounding."""
+    import json
+
+    from tests.sweeping import TINY_TRIAL
+
+    summaries = {}
+    for kernel in ("auto", "torch"):
+        out = tmp_path / kernel
+        run_train(
+            *TINY_TRIAL,
+            "model.hidden_size=32",
+            f"model.kernel={kernel}",
+            f"hydra.run.dir={out}",
+            check=True,
+        )
+        summaries[kernel] = json.loads((out / "summary.json").read_text())
+    assert summaries["auto"]["kernel"] == "rnnlab"
+    assert summaries["torch"]["kernel"] == "torch"
+    a, b = (summaries[k]["best_val_loss"] for k in ("auto", "torch"))
+    assert a == pytest.approx(b, rel=1e-4)

@@ -67,8 +67,8 @@ class SequenceClassifier(nn.Module):
         self.fc = nn.Linear(hidden_size * self.num_directions, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Under autocast (trainer.precision=bf16) torch's module does the casting.
-        if self.own_kernel and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if self.kernel_for(x.device.type, autocast) == "rnnlab":
             last = self._own_rnn(x)
         else:
             _, h_n = self.rnn(x)
@@ -78,6 +78,14 @@ class SequenceClassifier(nn.Module):
             # a bidirectional stack contributes the final state of each direction.
             last = h_n[-1] if self.num_directions == 1 else torch.cat((h_n[-2], h_n[-1]), dim=1)
         return self.fc(self.head_dropout(last))
+
+    def kernel_for(self, device_type: str, autocast: bool) -> str:
+        """Which recurrent kernel runs: "rnnlab" (rnnlab.kernels) or "torch" (its module).
+
+        rnnlab's is for the CPU, in float32: under autocast (trainer.precision=bf16) torch's
+        module does the casting.
+        """
+        return "rnnlab" if self.own_kernel and device_type == "cpu" and not autocast else "torch"
 
     def _own_rnn(self, x: torch.Tensor) -> torch.Tensor:
         """The top layer's last hidden state, layer by layer through rnnlab.kernels."""

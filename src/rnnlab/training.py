@@ -156,7 +156,7 @@ def _setup(run: Run) -> None:
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), device, capturable)
     scheduler = build_scheduler(cfg.get("scheduler"), optimizer)
     summary.num_params = count_parameters(model)
-    summary.kernel = "rnnlab" if model.own_kernel and device.type == "cpu" else "torch"
+    summary.kernel = model.kernel_for(device.type, cfg.trainer.get("precision") == "bf16")
     batch_order = torch.Generator().manual_seed(cfg.seed)
     run.state = TrainState(model, optimizer, scheduler, batch_order)
     d = cfg.data
@@ -172,7 +172,7 @@ def _setup(run: Run) -> None:
         log.info("resumed from %s after epoch %d", cfg.resume, run.state.epoch)
     log.info(
         "model: %s, %s parameters, device %s, %d torch threads (%s)",
-        cfg.model.cell.upper() + (" (rnnlab's CPU kernel)" if model.own_kernel else ""),
+        cfg.model.cell.upper() + (" (rnnlab's CPU kernel)" if summary.kernel == "rnnlab" else ""),
         f"{summary.num_params:,}",
         device,
         torch.get_num_threads(),
