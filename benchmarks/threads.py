@@ -68,8 +68,11 @@ def child(cell: str, hidden: int, batch: int, threads: int | None, seconds: floa
     print(json.dumps({"rate": rate, "threads": n, "why": why}))
 
 
-def measure(cell, hidden, batch, threads, seconds, env=None) -> dict:
+def measure(cell, hidden, batch, threads, seconds, spin: bool = False) -> dict:
+    """One child's figure. spin: libgomp's own waiting (spin, then sleep), as before rnnlab
+    set OMP_WAIT_POLICY=PASSIVE (an empty value is kept by rnnlab and ignored by libgomp)."""
     cmd = [sys.executable, __file__, "--child", cell, str(hidden), str(batch), str(threads or 0)]
+    env = dict(os.environ, OMP_WAIT_POLICY="") if spin else None
     out = subprocess.run(
         [*cmd, str(seconds)], capture_output=True, text=True, env=env, check=True
     ).stdout
@@ -93,31 +96,42 @@ def grid(rounds: int, seconds: float, cpus: int) -> None:
 def busy(rounds: int, seconds: float, cpus: int) -> None:
     """The textbook config alone and beside a process that spins on one core."""
     print(f"{cpus} cpus; rnn-128 b64 samples/s, median of {rounds} rounds")
-    cases = {"policy (auto)": None, f"{cpus} threads": cpus}
+    cases = {  # label: (threads, libgomp spin-waiting)
+        "policy (auto)": (None, False),
+        f"{cpus} threads": (cpus, False),
+        f"{cpus} threads, spin": (cpus, True),
+    }
     rates: dict[tuple[str, bool], list[float]] = {}
+    used: dict[str, int] = {}
     for _ in range(rounds):
-        for label, threads in cases.items():
+        for label, (threads, spin) in cases.items():
             for beside in (False, True):
                 spinner = None
                 if beside:
                     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
                     time.sleep(0.2)
                 try:
-                    r = measure("rnn", 128, 64, threads, seconds)["rate"]
+                    result = measure("rnn", 128, 64, threads, seconds, spin)
                 finally:
                     if spinner is not None:
                         spinner.kill()
                         spinner.wait()
-                rates.setdefault((label, beside), []).append(r)
-    print(f"{'threads':>16} {'alone':>9} {'beside':>9} {'kept':>6}  (fair share kept: >= 0.50)")
+                rates.setdefault((label, beside), []).append(result["rate"])
+                used[label] = result["threads"]
+    # A run that keeps its share loses at most the part of its threads the busy core took.
+    print(f"{'':>20} {'threads':>7} {'alone':>9} {'beside':>9} {'kept':>6} {'fair share':>10}")
     for label in cases:
+        n = used[label]
         a = statistics.median(rates[(label, False)])
         b = statistics.median(rates[(label, True)])
-        print(f"{label:>16} {a:9,.0f} {b:9,.0f} {b / a:6.2f}")
+        fair = min(n, cpus - 1) / n
+        print(f"{label:>20} {n:7d} {a:9,.0f} {b:9,.0f} {b / a:6.2f} {fair:10.2f}")
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        import rnnlab  # noqa: F401  (before torch: it sets OMP_WAIT_POLICY, as in a run)
+
         cell, hidden, batch, threads, seconds = sys.argv[2:7]
         child(cell, int(hidden), int(batch), int(threads) or None, float(seconds))
         return
