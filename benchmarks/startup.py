@@ -200,6 +200,10 @@ def main() -> None:
                     heavy[label, kind] = loaded
                     if round_:  # round 0 is the warm-up
                         results[label, kind].append((first, end))
+            start = time.time()
+            subprocess.run([sys.executable, "-c", "import torch"], check=True)
+            if round_:
+                results["floor", "torch"].append((time.time() - start, 0.0))
             print(f"round {round_ or 'warm-up'} done", file=sys.stderr)
 
         load = os.getloadavg()
@@ -209,6 +213,8 @@ def main() -> None:
         )
         print(f"  {'checkout':<9}{'kind':<7}{'1st step':>10}{'end':>9}   heavy modules at 1st step")
         for (label, kind), values in results.items():
+            if label == "floor":
+                continue
             first = statistics.median(v[0] for v in values)
             end = statistics.median(v[1] for v in values)
             print(
@@ -216,13 +222,11 @@ def main() -> None:
                 f"{', '.join(heavy[label, kind]) or '-'}"
             )
             print(f"  {'':<16}runs: {', '.join(f'{v[0]:.2f}/{v[1]:.2f}' for v in values)}")
-        floor = []
-        for _ in range(3):
-            start = time.time()
-            subprocess.run([sys.executable, "-c", "import torch"], check=True)
-            floor.append(time.time() - start)
+        floors = results.pop(("floor", "torch"))
         print(
-            f"  floor: a process that only imports torch, median of 3: {statistics.median(floor):.2f}s"
+            f"  floor: a process that only imports torch, same rounds: "
+            f"{statistics.median(f for f, _ in floors):.2f}s "
+            f"(runs: {', '.join(f'{f:.2f}' for f, _ in floors)})"
         )
 
         if not args.no_imports:
