@@ -11,9 +11,12 @@ sample by default; `--data mnist --root DIR` for the full set), in two ways:
 The first training step is seen from outside through torch's public optimizer hook
 (`torch.optim.optimizer.register_optimizer_step_pre_hook`), set by a small wrapper that then
 runs train.py unchanged; it also says which heavy libraries were imported by then. The end
-is the process's exit (after summary.json, checkpoints and curves.png). One warm-up round
-first (page cache, the data cache), then the median of --runs rounds; with --against, the
-same runs of another checkout, alternated with this one's so that load hits both alike.
+is the process's exit (after summary.json, checkpoints and curves.png). Wall-clock and CPU
+seconds (user + system, all threads) are both given: on a shared machine the CPU seconds
+to the first step vary far less than the wall clock. One warm-up round first (page cache,
+the data cache), then the median of --runs rounds; with --against, the same runs of another
+checkout, alternated with this one's so that load hits both alike; and in each round a
+process that only imports torch: the floor.
 
 Then a breakdown of the imports (`python -X importtime`, one run of each kind), summed by
 top-level package, before the first step and after it.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -60,12 +64,12 @@ sys.path[:] = [src] + [p for p in sys.path if os.path.abspath(p or ".") != {this
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 def first_step(*_):
-    stamp = time.time()
+    stamp, cpu = time.time(), time.process_time()
     handle.remove()
     heavy = [m for m in {heavy!r} if m in sys.modules]
     sys.stderr.flush()
     print({mark!r}, file=sys.stderr, flush=True)
-    print({mark!r}, json.dumps({{"t": stamp, "heavy": heavy}}), flush=True)
+    print({mark!r}, json.dumps({{"t": stamp, "cpu": cpu, "heavy": heavy}}), flush=True)
 
 handle = register_optimizer_step_pre_hook(first_step)
 os.chdir(repo)
@@ -105,15 +109,18 @@ class Trials:
 
 def run_once(
     checkout: Path, overrides: list[str], importtime: bool = False
-) -> tuple[float, float, list[str], str]:
-    """(seconds to the first step, seconds to the end, heavy modules by then, stderr)."""
+) -> tuple[float, float, list[str], str, float, float]:
+    """(seconds to the first step, seconds to the end, heavy modules by then, stderr, CPU
+    seconds to the first step, CPU seconds in all)."""
     cmd = [sys.executable, *(["-X", "importtime"] if importtime else [])]
     cmd += ["-c", child_code(), str(checkout / "src"), str(checkout), *overrides]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("PYTHONPATH", None)
+    cpu_before = _children_cpu()
     start = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     end = time.time()
+    cpu = _children_cpu() - cpu_before
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(MARK + " ")), None)
     if proc.returncode != 0 or line is None:
         sys.exit(
@@ -121,7 +128,12 @@ def run_once(
             f"{proc.stderr[-3000:]}"
         )
     first = json.loads(line.partition(" ")[2])
-    return first["t"] - start, end - start, first["heavy"], proc.stderr
+    return first["t"] - start, end - start, first["heavy"], proc.stderr, first["cpu"], cpu
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def import_breakdown(stderr: str) -> tuple[dict[str, float], dict[str, float]]:
@@ -192,18 +204,21 @@ def main() -> None:
             return common + ([trials.override()] if kind == "trial" else [])
 
         results: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+        cpu_times: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
         heavy: dict[tuple[str, str], list[str]] = {}
         for round_ in range(args.runs + 1):
             for kind in kinds:
                 for label, checkout in checkouts.items():
-                    first, end, loaded, _ = run_once(checkout, overrides(kind))
+                    first, end, loaded, _, cpu_first, cpu = run_once(checkout, overrides(kind))
                     heavy[label, kind] = loaded
                     if round_:  # round 0 is the warm-up
                         results[label, kind].append((first, end))
-            start = time.time()
+                        cpu_times[label, kind].append((cpu_first, cpu))
+            cpu_before, start = _children_cpu(), time.time()
             subprocess.run([sys.executable, "-c", "import torch"], check=True)
             if round_:
                 results["floor", "torch"].append((time.time() - start, 0.0))
+                cpu_times["floor", "torch"].append((_children_cpu() - cpu_before, 0.0))
             print(f"round {round_ or 'warm-up'} done", file=sys.stderr)
 
         load = os.getloadavg()
@@ -211,22 +226,30 @@ def main() -> None:
             f"start-up of train.py, {args.data}, 1 epoch; median of {args.runs} runs "
             f"(load average {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} CPUs)"
         )
-        print(f"  {'checkout':<9}{'kind':<7}{'1st step':>10}{'end':>9}   heavy modules at 1st step")
+        print(
+            f"  {'checkout':<9}{'kind':<7}{'wall: 1st step':>15}{'end':>8}"
+            f"{'CPU: 1st step':>15}{'end':>8}   heavy modules at 1st step"
+        )
         for (label, kind), values in results.items():
             if label == "floor":
                 continue
-            first = statistics.median(v[0] for v in values)
-            end = statistics.median(v[1] for v in values)
+            wall_first, wall_end = (statistics.median(v[i] for v in values) for i in (0, 1))
+            cpu = cpu_times[label, kind]
+            cpu_first, cpu_end = (statistics.median(v[i] for v in cpu) for i in (0, 1))
             print(
-                f"  {label:<9}{kind:<7}{first:>9.2f}s{end:>8.2f}s   "
-                f"{', '.join(heavy[label, kind]) or '-'}"
+                f"  {label:<9}{kind:<7}{wall_first:>14.2f}s{wall_end:>7.2f}s"
+                f"{cpu_first:>14.2f}s{cpu_end:>7.2f}s   {', '.join(heavy[label, kind]) or '-'}"
             )
-            print(f"  {'':<16}runs: {', '.join(f'{v[0]:.2f}/{v[1]:.2f}' for v in values)}")
-        floors = results.pop(("floor", "torch"))
+            print(
+                f"  {'':<16}runs (wall, 1st step/end): "
+                f"{', '.join(f'{v[0]:.2f}/{v[1]:.2f}' for v in values)}"
+            )
+        floor, floor_cpu = results.pop(("floor", "torch")), cpu_times.pop(("floor", "torch"))
         print(
-            f"  floor: a process that only imports torch, same rounds: "
-            f"{statistics.median(f for f, _ in floors):.2f}s "
-            f"(runs: {', '.join(f'{f:.2f}' for f, _ in floors)})"
+            "  floor: a process that only imports torch, same rounds: "
+            f"wall {statistics.median(f for f, _ in floor):.2f}s, "
+            f"CPU {statistics.median(f for f, _ in floor_cpu):.2f}s "
+            f"(wall runs: {', '.join(f'{f:.2f}' for f, _ in floor)})"
         )
 
         if not args.no_imports:
