@@ -61,6 +61,7 @@ def _defer_disable(inner: Callable[..., Any]) -> None:
             if DYNAMO not in sys.modules:
                 return fn(*args, **kwargs)
             disabled = sys.modules[DYNAMO].disable(fn, recursive, wrapping=False)
+            fn.__dynamo_disable = disabled  # from now on torch's own, as if we never were
         return disabled(*args, **kwargs)
 
     fn.__dynamo_disable = call
