@@ -2,7 +2,8 @@
 
 `optimizer._target_` must name a torch.optim.Optimizer; with neither `fused` nor `foreach`
 set, the fused kernel is used where torch has one for the device (one kernel per step
-instead of several per parameter tensor).
+instead of several per parameter tensor). Building and stepping it does not import
+torch._dynamo (rnnlab.dynamo_seam).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, open_dict
 
+from rnnlab.dynamo_seam import defer_dynamo
 from rnnlab.errors import ConfigError
 
 # What a bad optimizer/scheduler setting raises (an unknown or wrong-typed argument, a value
@@ -37,6 +39,8 @@ def build_optimizer(
     the step falls back to eager with a warning.
     """
     cls = optimizer_class(opt_cfg._target_)
+    # torch.optim would import torch._dynamo (seconds of start-up) for nothing in eager mode.
+    defer_dynamo(cls)
     opt_cfg = opt_cfg.copy()
     with open_dict(opt_cfg):
         for flag in ("fused", "foreach"):
