@@ -89,3 +89,30 @@ def test_parallel_jobs_of_a_plain_multirun_share_the_cpus(run_train, tmp_path):
         summary = json.loads((tmp_path / job / "summary.json").read_text())
         assert summary["torch_threads"] == max(1, cpus // 2), proc.stdout
         assert summary["torch_threads_why"] == f"{cpus} cpus / 2 parallel trials"
+
+
+def test_launcher_parallelism_follows_joblib():
+    cpus = threads.available_cpus()
+    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    assert threads.launcher_parallelism({"_target_": "hydra._internal.BasicLauncher"}) == 1
+    assert threads.launcher_parallelism({"_target_": joblib, "n_jobs": 3}) == 3
+    assert threads.launcher_parallelism({"_target_": joblib, "n_jobs": -1}) == cpus
+    assert threads.launcher_parallelism({"_target_": joblib, "n_jobs": -2}) == max(1, cpus - 1)
+    with pytest.raises(ValueError, match="n_jobs=0"):
+        threads.launcher_parallelism({"_target_": joblib, "n_jobs": 0})
+
+
+@pytest.mark.slow
+def test_a_sweep_with_zero_joblib_jobs_is_refused_before_any_trial(run_train, tmp_path):
+    proc = run_train(
+        "-m",
+        "hparams_search=rnn_optuna",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=0",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        f"paths.output_root={tmp_path}",
+    )
+    assert proc.returncode != 0
+    assert "hydra.launcher.n_jobs=0: expected >= 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "optuna").exists()  # no study, no trial

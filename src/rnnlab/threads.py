@@ -20,11 +20,14 @@ trainer.num_threads=N always wins; the summary records the number used and why.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import DictConfig
 
 from rnnlab import slurm
+
+if TYPE_CHECKING:  # torch is not imported here: the sweep process uses this module too
+    import torch
 
 # Multiply-adds of one step's recurrent matrix product (batch x gates*hidden x hidden) from
 # which a second thread paid off on the idle 2-core machine (benchmarks/threads.py).
@@ -41,19 +44,31 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def launcher_parallelism(launcher: Any) -> int:
+    """How many jobs a Hydra launcher config runs at once on this machine.
+
+    Only the joblib launcher runs several here (n_jobs; -1 is all CPUs, -2 all but one, as
+    in joblib); the basic launcher runs one at a time, and submitit/Slurm one job per
+    allocation (its CPUs come from the job's own affinity mask). n_jobs=0 raises ValueError:
+    joblib refuses it in every job.
+    """
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return 1
+    n_jobs = launcher.get("n_jobs")
+    if n_jobs == 0:
+        raise ValueError("hydra.launcher.n_jobs=0: expected >= 1, or -1 for every CPU")
+    if n_jobs is None:
+        return 1
+    return max(1, available_cpus() + 1 + n_jobs if n_jobs < 0 else n_jobs)
+
+
 def parallel_trials() -> int:
-    """How many jobs the Hydra launcher runs at once on this machine (1 outside a sweep)."""
+    """How many jobs of this run's multirun run at once on this machine (1 outside one)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return 1
-    launcher = HydraConfig.get().launcher
-    if "joblib" not in str(launcher.get("_target_", "")).lower():
-        return 1  # basic: one job at a time; Slurm/submitit: one job per allocation
-    n_jobs = launcher.get("n_jobs")
-    if n_jobs is None or n_jobs < 0:  # joblib: -1 is all CPUs, -2 all but one, ...
-        return max(1, available_cpus() + 1 + (n_jobs or -1))
-    return max(1, n_jobs)
+    return launcher_parallelism(HydraConfig.get().launcher)
 
 
 def step_macs(cfg: DictConfig) -> int:

@@ -13,10 +13,10 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig
 
-from rnnlab import sweeps
+from rnnlab import sweeps, threads
 
 from . import _outcome as outcome
-from ._errors import SweepInterrupted
+from ._errors import SweepConfigError, SweepInterrupted
 
 
 @contextlib.contextmanager
@@ -56,15 +56,11 @@ def stop_job(identity: dict[str, Any] | None) -> None:
 
 
 def parallelism(config: DictConfig) -> int:
-    launcher = config.hydra.launcher
-    if "Joblib" in str(launcher.get("_target_", "")):
-        n = launcher.get("n_jobs") or 1
-        return max(1, cpu_count() + 1 + n if n < 0 else n)
-    return 1
-
-
-def cpu_count() -> int:
+    """Jobs the configured launcher runs at once (rnnlab.threads holds the one definition)."""
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+        return threads.launcher_parallelism(config.hydra.launcher)
+    except ValueError as e:
+        raise SweepConfigError(str(e)) from None
+
+
+cpu_count = threads.available_cpus
