@@ -10,8 +10,10 @@ was seen to go from 9.6 s to 82 s. So (figures from benchmarks/threads.py, READM
   Slurm job's --cpus-per-task, taskset, a container's cpuset) divided by the trials the
   launcher runs at once on this machine (hydra/launcher=joblib hydra.launcher.n_jobs=N);
 - within that share, a model whose recurrent step is small gets one thread: below
-  SPLIT_MIN_MACS multiply-adds per step, more threads were no faster even on an idle
-  machine, and far slower beside a busy process;
+  SPLIT_MIN_MACS multiply-adds per step, two threads were slower than one even on an idle
+  machine (0.25-0.56x, with the OMP_WAIT_POLICY=PASSIVE that rnnlab sets), and with
+  libgomp's spin-waiting instead, faster alone (1.46x) but collapsing beside a busy process
+  (0.30x); one thread kept all of its speed there;
 - on a GPU the CPU only launches kernels: at most 4 threads.
 
 trainer.num_threads=N always wins; the summary records the number used and why.
