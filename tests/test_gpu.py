@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +17,6 @@ from stepping import build, compose_train, run_epochs, train_batches
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-REPO = Path(__file__).resolve().parents[1]
 CUDA = torch.device("cuda")
 EPOCHS = 3
 
@@ -166,28 +162,20 @@ def test_memory_fraction_caps_this_process():
 
 
 @pytest.mark.slow
-def test_cli_run_with_graphs_bf16_and_a_memory_cap(tmp_path):
+def test_cli_run_with_graphs_bf16_and_a_memory_cap(run_train, tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "data=mnist_sample",
-            "trainer.progress=false",
-            "trainer.epochs=2",
-            "trainer.device=cuda",
-            "trainer.cuda_graphs=true",
-            "trainer.precision=bf16",
-            "trainer.gpu_memory_fraction=0.1",
-            f"paths.data_dir={tmp_path}",
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    run_train(
+        "data=mnist_sample",
+        "trainer.progress=false",
+        "trainer.epochs=2",
+        "trainer.device=cuda",
+        "trainer.cuda_graphs=true",
+        "trainer.precision=bf16",
+        "trainer.gpu_memory_fraction=0.1",
+        f"hydra.run.dir={run_dir}",
         timeout=300,
+        check=True,
     )
-    assert proc.returncode == 0, proc.stderr
     s = json.loads((run_dir / runs.SUMMARY_FILE).read_text())
     assert s["status"] == runs.Status.COMPLETED and s["best_val_acc"] > 0.3
     assert s["precision"] == "bf16" and s["cuda_graphs"] is True, s["cuda_graphs_fallback"]

@@ -190,28 +190,20 @@ def test_cli_refuses_a_bad_precision_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_run_records_how_its_step_ran(tmp_path):
+def test_cli_run_records_how_its_step_ran(run_train, tmp_path):
     """Needs training.py wired to rnnlab.steps and rnnlab.gpu (see steps.py)."""
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "data=mnist_sample",
-            "trainer.progress=false",
-            "trainer.epochs=1",
-            "trainer.device=cpu",
-            "trainer.precision=bf16",
-            "trainer.cuda_graphs=true",
-            f"paths.data_dir={tmp_path}",
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    run_train(
+        "data=mnist_sample",
+        "trainer.progress=false",
+        "trainer.epochs=1",
+        "trainer.device=cpu",
+        "trainer.precision=bf16",
+        "trainer.cuda_graphs=true",
+        f"hydra.run.dir={run_dir}",
         timeout=240,
+        check=True,
     )
-    assert proc.returncode == 0, proc.stderr
     s = json.loads((run_dir / runs.SUMMARY_FILE).read_text())
     assert s["status"] == runs.Status.COMPLETED and s["best_val_acc"] > 0.2
     assert s["precision"] == "bf16" and s["cuda_graphs"] is False
