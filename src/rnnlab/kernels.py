@@ -88,7 +88,8 @@ class _RNNLayer(torch.autograd.Function):
         d_b = flat.sum(0)
         dx = flat.mm(w_ih).view_as(x) if ctx.needs_input_grad[0] else None
         dh0 = d_pre[0].mm(w_hh) if ctx.needs_input_grad[1] else None
-        return dx, dh0, d_w_ih, d_w_hh, d_b, d_b, None, None
+        # The two biases get the same gradient, as two tensors: clipping scales each in place.
+        return dx, dh0, d_w_ih, d_w_hh, d_b, d_b.clone(), None, None
 
 
 def rnn_layer(
