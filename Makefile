@@ -33,8 +33,12 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# The CPU benchmarks of README "Speed": step vs the textbook, threads, start-up (~10 min).
 bench: install
-	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/throughput.py --cells
+	$(PY) benchmarks/threads.py
+	$(PY) benchmarks/threads.py --busy
+	$(PY) benchmarks/startup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
