@@ -89,6 +89,7 @@ def choose(cfg: DictConfig, device: torch.device) -> tuple[int, str]:
     where = f"{cpus} cpus" + (f" / {trials} parallel trials" if trials > 1 else "")
     if device.type == "cuda":
         return min(share, GPU_MAX_THREADS), f"GPU run: {where}, at most {GPU_MAX_THREADS}"
-    if share > 1 and step_macs(cfg) < SPLIT_MIN_MACS:
-        return 1, f"small step ({step_macs(cfg):,} MACs < {SPLIT_MIN_MACS:,}): 1 thread"
+    macs = step_macs(cfg)
+    if share > 1 and macs < SPLIT_MIN_MACS:
+        return 1, f"small step ({macs:,} MACs < {SPLIT_MIN_MACS:,}): 1 thread"
     return share, where

@@ -9,7 +9,8 @@ reason and the sweep goes on. At the end: counts by status, the best trial (or t
 front), optimization_results.yaml and trials.csv in the sweep dir.
 
 Parts: space (overrides <-> distributions), samplers, study (open, create, resume, recover),
-outcome (a job -> the trial's state), results (the sweep folder's files).
+outcome (a job -> the trial's state), telling (recording it in the study), results (the
+sweep folder's files).
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ from typing import Any
 
 import optuna
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab import runs, secrets, sweeps
+from rnnlab import runs, secrets, sweeps, threads
 from rnnlab.runs import Status
 from rnnlab.storage import Heartbeat
 
@@ -45,6 +45,7 @@ from . import _study as studies
 from ._errors import SweepConfigError, SweepFailed, SweepInterrupted
 from ._optuna_seams import trial_id
 from ._samplers import PerTrialSampler, build_sampler
+from ._telling import FAILURES, Teller
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,6 @@ TRIAL_KEY = "trial"
 THREADS_KEY = "trainer.num_threads"
 # Seconds a Ctrl-C'd sweep waits for its jobs to record themselves before it stops them.
 CTRL_C_GRACE_S = 15.0
-# Statuses that count against max_failure_rate.
-_FAILURES = (Status.FAILED, Status.INTERRUPTED)
 
 Finished = queue.Queue  # of (trial, JobReturn | BaseException)
 
@@ -101,7 +100,6 @@ class RnnlabOptunaSweeperImpl:
         self.summary_objectives = list(summary_objectives or [])
         self.job_idx = 0
         self.counts: Counter[str] = Counter()  # this sweep's trials by status
-        self.first_error: str | None = None  # of this sweep's trials
         self.stopped: str | None = None  # why max_failure_rate stopped the sweep
         self._threads: list[threading.Thread] = []  # pipelined launches
 
@@ -193,7 +191,9 @@ class RnnlabOptunaSweeperImpl:
             and THREADS_KEY not in {k.lstrip("+~") for k in [*self.space, *self.fixed]}
         ):
             # Workers that each take every core slow each other down.
-            self.fixed[THREADS_KEY] = str(max(1, jobs.cpu_count() // min(parallel, self.width)))
+            self.fixed[THREADS_KEY] = str(
+                max(1, threads.available_cpus() // min(parallel, self.width))
+            )
         self.custom = self._custom_search_space()
         is_grid = str(self.sampler_cfg.get("_target_", "")).endswith("GridSampler")
         self.grid = space.grid(self.space) if is_grid else None
@@ -205,15 +205,23 @@ class RnnlabOptunaSweeperImpl:
         # Beats for this sweep's unfinished trials: cooperating sweeps on other hosts can tell
         # they are not abandoned.
         self.heartbeat = Heartbeat(self.storage_obj)
+        self.teller = Teller(
+            self.storage_obj,
+            self.study_name,
+            self.config.hydra.launcher,
+            self.directions,
+            self.summary_objectives,
+            self.heartbeat,
+        )
         study = studies.create_or_resume(
             self.storage_obj, self.study_name, self.directions, self.resume, self.masked_storage
         )
         space.check_compatible(study, self.space)
-        studies.recover_abandoned(self.storage_obj, study, self._settle_unreturned)
+        studies.recover_abandoned(self.storage_obj, study, self.teller.settle_unreturned)
         self._write(runs.MULTIRUN_FILE, OmegaConf.to_yaml(self.config))
         self._log_plan(study, n_trials)
 
-        self.first_error = None  # not the recovered trials' errors
+        self.teller.first_error = None  # not the recovered trials' errors
         try:
             with jobs.sigterm_raises():
                 self._run(n_trials)
@@ -245,7 +253,7 @@ class RnnlabOptunaSweeperImpl:
         if done and not any(self.counts[s] for s in (Status.COMPLETED, Status.PRUNED)):
             raise SweepFailed(
                 f"none of this sweep's {done} trials succeeded; the first error: "
-                f"{self.first_error or 'see the log above'}"
+                f"{self.teller.first_error or 'see the log above'}"
             )
 
     def _run(self, n_trials: int) -> None:
@@ -273,7 +281,7 @@ class RnnlabOptunaSweeperImpl:
                     break
                 trial, result = finished.get()
                 del running[trial.number]
-                self._count(self._settle(trial, result))
+                self._count(self.teller.settle(trial, result))
         except BaseException as e:
             reason = f"sweep stopped during the trial ({type(e).__name__})"
             frozen = [self.storage_obj.get_trial(trial_id(t)) for t in running.values()]
@@ -283,7 +291,7 @@ class RnnlabOptunaSweeperImpl:
                 jobs.wait_finished(frozen, CTRL_C_GRACE_S)
             for t in frozen:
                 jobs.stop_job(t.user_attrs.get("job"))
-                self._settle_unreturned(t, reason)
+                self.teller.settle_unreturned(t, reason)
             # Let the launches return (their jobs are stopping) so that the launcher cleans
             # up before this process exits (joblib's resource tracker otherwise races it).
             deadline = time.monotonic() + CTRL_C_GRACE_S
@@ -318,7 +326,7 @@ class RnnlabOptunaSweeperImpl:
             trial.set_user_attr("pruner", OmegaConf.to_container(self.pruner_cfg, resolve=True))
             trial.set_user_attr("sweep_dir", str(self.sweep_dir))
         except BaseException as e:
-            self._settle_unreturned(
+            self.teller.settle_unreturned(
                 self.storage_obj.get_trial(trial_id(trial)), outcome.error_line(e)
             )
             if isinstance(e, Exception) and not isinstance(e, SweepConfigError):
@@ -365,79 +373,6 @@ class RnnlabOptunaSweeperImpl:
             )
         return list(values.values())
 
-    # ---------------------------------------------------------------- telling
-
-    def _settle(self, trial: optuna.trial.Trial, result: JobReturn | BaseException) -> str:
-        """Record a trial whose launch has returned (or raised)."""
-        if isinstance(result, BaseException):
-            frozen = self.storage_obj.get_trial(trial_id(trial))
-            ended = outcome.slurm_end(self.config.hydra.launcher, result, frozen)
-            if ended is not None:  # Slurm ended the job: its reason wins over the run's own
-                return self._settle_unreturned(frozen, ended, known_end=True)
-            return self._settle_unreturned(
-                frozen, f"the launcher failed: {outcome.error_line(result)}"
-            )
-        run_dir = outcome.run_dir_of(result) or self.storage_obj.get_trial(
-            trial_id(trial)
-        ).user_attrs.get("run_dir")
-        summary = outcome.read_summary(run_dir)
-        returned, error = None, None
-        try:
-            returned = result.return_value  # raises the job's exception if it failed
-        except Exception as e:
-            error = e
-            frozen = self.storage_obj.get_trial(trial_id(trial))
-            ended = outcome.slurm_end(self.config.hydra.launcher, e, frozen)  # e.g. a time limit
-            if ended is not None:
-                return self._settle_unreturned(frozen, ended, known_end=True)
-        result_outcome = outcome.outcome_of(
-            summary, returned, error, self.directions, self.summary_objectives
-        )
-        return self._record(trial_id(trial), trial.number, result_outcome, summary, run_dir)
-
-    def _settle_unreturned(
-        self, frozen: optuna.trial.FrozenTrial, reason: str, known_end: bool = False
-    ) -> str:
-        """Record a trial whose job never returned: from its summary.json if the run got as
-        far as finishing, else as interrupted (and say so in the run dir). `known_end`: the
-        reason is how the job really ended (e.g. cancelled by Slurm) and replaces the one a
-        run that stopped on its signal gave itself ("stopped by SIGTERM")."""
-        try:
-            frozen = self.storage_obj.get_trial(trial_id(frozen))
-            if frozen.state.is_finished():
-                return outcome.status_of(frozen)
-            run_dir = frozen.user_attrs.get("run_dir")
-            summary = outcome.finished_summary(run_dir)
-            if summary is None or (known_end and summary.get("status") in _FAILURES):
-                summary = outcome.mark_interrupted(run_dir, reason)
-            directions = studies.directions_of(
-                studies.load_study(self.storage_obj, self.study_name)
-            )
-            result = outcome.outcome_of(summary, None, None, directions, self.summary_objectives)
-            return self._record(trial_id(frozen), frozen.number, result, summary, run_dir)
-        except Exception as e:
-            log.error("could not record trial %d: %s", frozen.number, outcome.error_line(e))
-            return Status.FAILED
-
-    def _record(
-        self,
-        tid: int,
-        number: int,
-        result: outcome.Outcome,
-        summary: dict[str, Any] | None,
-        run_dir: str | None,
-    ) -> str:
-        self.heartbeat.discard(tid)
-        try:
-            study = studies.load_study(self.storage_obj, self.study_name)
-            outcome.record(self.storage_obj, study, tid, number, result, summary, run_dir)
-        except Exception as e:
-            log.error("could not record trial %d in the study: %s", number, outcome.error_line(e))
-            return Status.FAILED
-        if result.status in _FAILURES and self.first_error is None and result.reason:
-            self.first_error = f"trial {number}: {result.reason}"
-        return result.status
-
     def _count(self, status: str) -> None:
         self.counts[status] += 1
 
@@ -446,12 +381,12 @@ class RnnlabOptunaSweeperImpl:
             log.info("timeout of %ss reached: no new trials", self.timeout)
             return True
         done = sum(self.counts.values())
-        failed = sum(self.counts[s] for s in _FAILURES)
+        failed = sum(self.counts[s] for s in FAILURES)
         if done and failed / done > self.max_failure_rate:
             self.stopped = (
                 f"{failed} of {done} trials failed, more than "
                 f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: sweep stopped; "
-                f"the first error: {self.first_error or 'see the log above'}"
+                f"the first error: {self.teller.first_error or 'see the log above'}"
             )
             log.error("%s", self.stopped)
             return True
@@ -499,11 +434,11 @@ class RnnlabOptunaSweeperImpl:
             "Search space: %s",
             ", ".join(f"{k}: {space.describe(d)}" for k, d in self.space.items()) or "(none)",
         )
-        threads = self.fixed.get(THREADS_KEY) if self.width > 1 else None
+        per_trial = self.fixed.get(THREADS_KEY) if self.width > 1 else None
         log.info(
             "%d new trials, %d at a time (%s)%s",
             n_trials,
             self.width,
             "each starts when one ends" if self.pipelined else "in batches",
-            f", torch threads per trial: {threads}" if threads else "",
+            f", torch threads per trial: {per_trial}" if per_trial else "",
         )

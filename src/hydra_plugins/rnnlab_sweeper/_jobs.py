@@ -61,6 +61,3 @@ def parallelism(config: DictConfig) -> int:
         return threads.launcher_parallelism(config.hydra.launcher)
     except ValueError as e:
         raise SweepConfigError(str(e)) from None
-
-
-cpu_count = threads.available_cpus
