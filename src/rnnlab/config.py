@@ -101,6 +101,13 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg, f"{d}.batch_size", int_at_least(1), "an integer >= 1")
     _check(cfg, f"{d}.eval_batch_size", int_at_least(1), "an integer >= 1")
     _check(cfg, f"{d}.split_seed", lambda v: _is_int(v) and 0 <= v < 2**63, "an integer >= 0")
+    _check(
+        cfg,
+        f"{d}.augment_shift",
+        lambda v: _is_int(v) and 0 <= v <= 27,
+        "an integer from 0 (off) to 27 pixels",
+        optional=True,
+    )
     _check(cfg, f"{d}.mean", number_in(-1e6, 1e6), "a finite number")
     _check(cfg, f"{d}.std", number_in(0, 1e6, lo_open=True), "a number > 0")
     if name == "mnist":

@@ -328,6 +328,11 @@ class Batches:
 
     Normalisation (ToTensor's /255, then Normalize(mean, std)) is applied to each batch as
     one fused multiply-subtract, so the stored images stay uint8 (4x less memory).
+
+    `shift` > 0 (training batches only) moves each image by a random whole number of pixels,
+    from -shift to +shift, independently along rows and columns, filling with background (0).
+    Offsets are drawn from `generator` (on the CPU, like the order), so a seed repeats them
+    on every device and a resumed run draws what the uninterrupted one would have.
     """
 
     def __init__(
@@ -339,13 +344,17 @@ class Batches:
         std: float,
         shuffle: bool,
         generator: torch.Generator | None = None,
+        shift: int = 0,
     ) -> None:
+        if shift and not shuffle:
+            raise ValueError("random shifts are for shuffled training batches only")
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.scale = 1.0 / (255.0 * std)
         self.shift = mean / std
         self.shuffle = shuffle
         self.generator = generator
+        self.max_shift = shift
 
     def __len__(self) -> int:
         return (len(self.y) + self.batch_size - 1) // self.batch_size
@@ -357,7 +366,8 @@ class Batches:
             order = torch.randperm(n, generator=self.generator).to(self.y.device)
             for start in range(0, n, self.batch_size):
                 idx = order[start : start + self.batch_size]
-                yield self._normalise(self.x[idx]), self.y[idx]
+                x = self._shifted(self.x[idx]) if self.max_shift else self.x[idx]
+                yield self._normalise(x), self.y[idx]
         else:
             for start in range(0, n, self.batch_size):
                 sl = slice(start, start + self.batch_size)
@@ -365,3 +375,15 @@ class Batches:
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(torch.float32).mul_(self.scale).sub_(self.shift)
+
+    def _shifted(self, x: torch.Tensor) -> torch.Tensor:
+        # One gather from the zero-padded batch: row r of image i is padded row
+        # r + max_shift - dy_i, so the digit moves down by dy_i (and right by dx_i).
+        n, h, w = x.shape
+        s = self.max_shift
+        dy, dx = torch.randint(-s, s + 1, (2, n, 1), generator=self.generator).to(x.device)
+        padded = torch.nn.functional.pad(x, (s, s, s, s))
+        rows = torch.arange(h, device=x.device) + s - dy  # (n, h)
+        cols = torch.arange(w, device=x.device) + s - dx  # (n, w)
+        images = torch.arange(n, device=x.device).view(n, 1, 1)
+        return padded[images, rows.unsqueeze(2), cols.unsqueeze(1)]

@@ -161,7 +161,14 @@ def _setup(run: Run) -> None:
     run.state = TrainState(model, optimizer, scheduler, batch_order)
     d = cfg.data
     run.batches["train"] = Batches(
-        splits.train_x, splits.train_y, d.batch_size, d.mean, d.std, True, generator=batch_order
+        splits.train_x,
+        splits.train_y,
+        d.batch_size,
+        d.mean,
+        d.std,
+        True,
+        generator=batch_order,
+        shift=d.get("augment_shift") or 0,
     )
     for split in ("val", "test"):
         x, y = getattr(splits, f"{split}_x"), getattr(splits, f"{split}_y")
