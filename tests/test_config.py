@@ -100,6 +100,8 @@ def test_default_objective_is_validation_accuracy():
         ("model.batch_first=yes", "model.batch_first"),
         ("data.std=0", "data.std"),
         ("data.val_size=60000", "data.val_size"),
+        ("data.augment_shift=-1", "data.augment_shift"),
+        ("data.augment_shift=1.5", "data.augment_shift"),
         ("optimizer.lr=nan", "optimizer.lr"),
         ("optimizer.lr=inf", "optimizer.lr"),
         ("trainer.grad_clip_norm=0", "trainer.grad_clip_norm"),

@@ -197,6 +197,56 @@ def test_shuffled_batches_cover_every_sample_once():
     assert sorted(seen.tolist()) == list(range(10)) and seen.tolist() != list(range(10))
 
 
+def _dots(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n images, each blank but for one bright pixel at (10 + i % 5, 12); labels 0..n-1."""
+    x = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    x[torch.arange(n), 10 + torch.arange(n) % 5, 12] = 255
+    return x, torch.arange(n)
+
+
+def _shifted_batches(x, y, shift: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    return list(Batches(x, y, 16, mean=0.0, std=1.0, shuffle=True, generator=gen, shift=shift))
+
+
+def test_shifted_batches_move_each_image_by_at_most_the_shift():
+    x, y = _dots(64)
+    moves = set()
+    for xb, yb in _shifted_batches(x, y, shift=2):
+        for image, label in zip(xb, yb, strict=True):
+            (r, c), *rest = image.nonzero().tolist()
+            assert not rest and image[r, c] == 1.0  # the pixel moved, nothing else appeared
+            r0, c0 = x[label].nonzero()[0].tolist()
+            assert abs(r - r0) <= 2 and abs(c - c0) <= 2
+            moves.add((r - r0, c - c0))
+    assert len(moves) > 10  # drawn per image, along both axes (25 possible moves)
+
+
+def test_shifts_repeat_with_the_seed_and_zero_keeps_the_plain_stream():
+    x, y = _dots(40)
+    a, b, c = (_shifted_batches(x, y, 1, seed) for seed in (0, 0, 1))
+    assert all(
+        torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b, strict=True)
+    )
+    assert any(not torch.equal(p[0], q[0]) for p, q in zip(a, c, strict=True))
+    plain = list(Batches(x, y, 16, 0.0, 1.0, True, torch.Generator().manual_seed(0)))
+    for (p, py), (q, qy) in zip(plain, _shifted_batches(x, y, 0), strict=True):
+        assert torch.equal(p, q) and torch.equal(py, qy)
+
+
+def test_digits_pushed_past_the_edge_lose_pixels_and_gain_background():
+    x = torch.full((8, 28, 28), 255, dtype=torch.uint8)
+    ((xb, _),) = _shifted_batches(x, torch.arange(8), shift=3)[:1]
+    zeros = (xb == 0).sum(dim=(1, 2))
+    assert (zeros > 0).any() and (xb[zeros == 0] == 1.0).all()
+
+
+def test_evaluation_batches_are_never_shifted():
+    x, y = _dots(4)
+    with pytest.raises(ValueError, match="training batches only"):
+        Batches(x, y, 4, 0.0, 1.0, shuffle=False, shift=1)
+
+
 def test_find_prefers_a_complete_folder(tmp_path):
     write_mnist(tmp_path / "raw", gz=True)
     (tmp_path / FILES["train_images"]).write_bytes(b"")  # an incomplete set at the top level

@@ -149,6 +149,7 @@ def test_resume_after_sigterm_equals_uninterrupted(run_train, data_dir, tmp_path
         "seed=3",
         "scheduler=cosine",
         "model.dropout=0.2",
+        "data.augment_shift=2",  # the shifts come from the saved generator too
     )
     full, cut, resumed = tmp_path / "full", tmp_path / "cut", tmp_path / "resumed"
     run_train(*args, f"hydra.run.dir={full}", check=True)
