@@ -8,7 +8,6 @@ checks that Hydra finds the rnnlab_optuna plugin from anywhere.
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import sqlite3
 import subprocess
@@ -395,9 +394,11 @@ def test_joblib_and_a_second_sweep_process_share_one_study(tmp_path: Path, data_
     # both (a batch launcher would wait for the slower one).
     first, second, third = joblib_trials
     assert third.datetime_start < max(first.datetime_complete, second.datetime_complete)
-    # Two workers on this machine's cores: the threads are split between them.
-    expected = max(1, len(os.sched_getaffinity(0)) // 2)
-    assert a["torch_threads"] == b["torch_threads"] == expected
+    # Two workers on this machine's cores: each trial's own thread policy (not an override
+    # from the sweeper) keeps it within its half, and a step this small to one thread.
+    for s in (a, b):
+        assert s["torch_threads"] == 1, s["torch_threads_why"]
+        assert "parallel trials" in s["torch_threads_why"] or "small step" in s["torch_threads_why"]
 
 
 @pytest.mark.slow

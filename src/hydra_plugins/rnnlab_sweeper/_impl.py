@@ -33,7 +33,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab import runs, secrets, sweeps, threads
+from rnnlab import runs, secrets, sweeps
 from rnnlab.runs import Status
 from rnnlab.storage import Heartbeat
 
@@ -49,9 +49,8 @@ from ._telling import FAILURES, Teller
 
 log = logging.getLogger(__name__)
 
-# Keys only rnnlab's train config has: the sweeper sets them only where the app has them too.
+# A key only rnnlab's train config has: the sweeper sets it only where the app has it too.
 TRIAL_KEY = "trial"
-THREADS_KEY = "trainer.num_threads"
 # Seconds a Ctrl-C'd sweep waits for its jobs to record themselves before it stops them.
 CTRL_C_GRACE_S = 15.0
 
@@ -151,9 +150,8 @@ class RnnlabOptunaSweeperImpl:
             ]
             # The trial's bookkeeping is no part of a job's name (override_dirname).
             exclude = config.hydra.job.config.override_dirname.exclude_keys
-            for key in (TRIAL_KEY, THREADS_KEY):
-                if key not in exclude:
-                    exclude.append(key)
+            if TRIAL_KEY not in exclude:
+                exclude.append(TRIAL_KEY)
         # Runs record their command line (summary.json): keep the password out of it.
         sys.argv[:] = [secrets.mask_url(a) for a in sys.argv]
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -185,15 +183,6 @@ class RnnlabOptunaSweeperImpl:
         parallel = jobs.parallelism(self.config)
         self.width = self.n_jobs or parallel  # trials running at once
         self.pipelined = self._pipelined()
-        if (
-            parallel > 1
-            and space.has_key(self.config, THREADS_KEY)
-            and THREADS_KEY not in {k.lstrip("+~") for k in [*self.space, *self.fixed]}
-        ):
-            # Workers that each take every core slow each other down.
-            self.fixed[THREADS_KEY] = str(
-                max(1, threads.available_cpus() // min(parallel, self.width))
-            )
         self.custom = self._custom_search_space()
         is_grid = str(self.sampler_cfg.get("_target_", "")).endswith("GridSampler")
         self.grid = space.grid(self.space) if is_grid else None
@@ -434,11 +423,9 @@ class RnnlabOptunaSweeperImpl:
             "Search space: %s",
             ", ".join(f"{k}: {space.describe(d)}" for k, d in self.space.items()) or "(none)",
         )
-        per_trial = self.fixed.get(THREADS_KEY) if self.width > 1 else None
         log.info(
-            "%d new trials, %d at a time (%s)%s",
+            "%d new trials, %d at a time (%s)",
             n_trials,
             self.width,
             "each starts when one ends" if self.pipelined else "in batches",
-            f", torch threads per trial: {per_trial}" if per_trial else "",
         )
