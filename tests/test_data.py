@@ -206,7 +206,7 @@ def _dots(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _shifted_batches(x, y, shift: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     gen = torch.Generator().manual_seed(seed)
-    return list(Batches(x, y, 16, mean=0.0, std=1.0, shuffle=True, generator=gen, shift=shift))
+    return list(Batches(x, y, 16, mean=0.0, std=1.0, shuffle=True, generator=gen, max_shift=shift))
 
 
 def test_shifted_batches_move_each_image_by_at_most_the_shift():
@@ -244,7 +244,7 @@ def test_digits_pushed_past_the_edge_lose_pixels_and_gain_background():
 def test_evaluation_batches_are_never_shifted():
     x, y = _dots(4)
     with pytest.raises(ValueError, match="training batches only"):
-        Batches(x, y, 4, 0.0, 1.0, shuffle=False, shift=1)
+        Batches(x, y, 4, 0.0, 1.0, shuffle=False, max_shift=1)
 
 
 def test_find_prefers_a_complete_folder(tmp_path):

@@ -329,9 +329,9 @@ class Batches:
     Normalisation (ToTensor's /255, then Normalize(mean, std)) is applied to each batch as
     one fused multiply-subtract, so the stored images stay uint8 (4x less memory).
 
-    `shift` > 0 (training batches only) moves each image by a random whole number of pixels,
-    from -shift to +shift, independently along rows and columns, filling with background (0).
-    Offsets are drawn from `generator` (on the CPU, like the order), so a seed repeats them
+    `max_shift` > 0 (training batches only) moves each image by a random whole number of
+    pixels, from -max_shift to +max_shift, independently along rows and columns, filling with
+    background (0). Offsets are drawn from `generator` (on the CPU, like the order), so a seed repeats them
     on every device and a resumed run draws what the uninterrupted one would have.
     """
 
@@ -344,17 +344,17 @@ class Batches:
         std: float,
         shuffle: bool,
         generator: torch.Generator | None = None,
-        shift: int = 0,
+        max_shift: int = 0,
     ) -> None:
-        if shift and not shuffle:
+        if max_shift and not shuffle:
             raise ValueError("random shifts are for shuffled training batches only")
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.scale = 1.0 / (255.0 * std)
-        self.shift = mean / std
+        self.offset = mean / std
         self.shuffle = shuffle
         self.generator = generator
-        self.max_shift = shift
+        self.max_shift = max_shift
 
     def __len__(self) -> int:
         return (len(self.y) + self.batch_size - 1) // self.batch_size
@@ -374,7 +374,7 @@ class Batches:
                 yield self._normalise(self.x[sl]), self.y[sl]
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(torch.float32).mul_(self.scale).sub_(self.shift)
+        return x.to(torch.float32).mul_(self.scale).sub_(self.offset)
 
     def _shifted(self, x: torch.Tensor) -> torch.Tensor:
         # One gather from the zero-padded batch: row r of image i is padded row

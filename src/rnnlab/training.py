@@ -168,7 +168,7 @@ def _setup(run: Run) -> None:
         d.std,
         True,
         generator=batch_order,
-        shift=d.get("augment_shift") or 0,
+        max_shift=d.get("augment_shift") or 0,
     )
     for split in ("val", "test"):
         x, y = getattr(splits, f"{split}_x"), getattr(splits, f"{split}_y")
