@@ -331,8 +331,9 @@ class Batches:
 
     `max_shift` > 0 (training batches only) moves each image by a random whole number of
     pixels, from -max_shift to +max_shift, independently along rows and columns, filling with
-    background (0). Offsets are drawn from `generator` (on the CPU, like the order), so a seed repeats them
-    on every device and a resumed run draws what the uninterrupted one would have.
+    background (0). Offsets are drawn from `generator` (on the CPU, like the order), so a
+    seed repeats them on every device and a resumed run draws what the uninterrupted one
+    would have.
     """
 
     def __init__(
