@@ -139,6 +139,16 @@ def test_same_seed_same_numbers_and_batch_first_false_agrees(two_epoch_run, run_
     assert without_timing(metrics(seq_first)) == without_timing(metrics(run_dir))
 
 
+def test_augment_shift_reaches_the_training_batches(two_epoch_run, run_train, tmp_path):
+    run_dir, _ = two_epoch_run
+    run_train(
+        *SAMPLE, "trainer.epochs=2", "data.augment_shift=2", f"hydra.run.dir={tmp_path}", check=True
+    )
+    plain, shifted = metrics(run_dir)[0], metrics(tmp_path)[0]
+    assert shifted["train_loss"] != plain["train_loss"]  # the batches the model saw moved
+    assert "augment_shift: 2" in (tmp_path / ".hydra/config.yaml").read_text()
+
+
 def test_resume_after_sigterm_equals_uninterrupted(run_train, data_dir, tmp_path):
     args = (
         *SAMPLE,
