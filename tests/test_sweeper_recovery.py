@@ -162,6 +162,13 @@ def test_a_custom_search_space_that_does_not_import_leaves_no_trial(
         assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
+def _sigint_as_at_a_terminal() -> None:
+    # Started from a shell's background job (`make test &`, nohup), this test and so the sweep
+    # inherit SIGINT ignored, and Python then installs no KeyboardInterrupt handler at all.
+    # Ctrl-C at a terminal reaches a process whose SIGINT is the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_joblib_sweep(tmp_path: Path, data_dir: Path) -> tuple[subprocess.Popen, list[dict]]:
     """A 2-worker joblib sweep of long trials, once both trials are training."""
     proc = subprocess.Popen(
@@ -181,6 +188,7 @@ def _start_joblib_sweep(tmp_path: Path, data_dir: Path) -> tuple[subprocess.Pope
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_sigint_as_at_a_terminal,
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:

@@ -47,6 +47,10 @@ def signals_as_exceptions() -> Iterator[SignalGuard]:
     previous = {}
     try:
         for signum in (signal.SIGTERM, signal.SIGINT):
+            # A SIGINT ignored from the start (a script's background job, nohup) stays
+            # ignored, as Python itself leaves it: Ctrl-C there is meant for something else.
+            if signum == signal.SIGINT and signal.getsignal(signum) == signal.SIG_IGN:
+                continue
             previous[signum] = signal.signal(signum, guard.handle)
     except ValueError:  # not the main thread (some launchers): leave signals alone
         pass
