@@ -16,7 +16,15 @@ def sigint_ignored():
     signal.signal(signal.SIGINT, before)
 
 
-def test_sigterm_and_sigint_raise_while_training_and_are_restored_after():
+@pytest.fixture
+def sigint_as_at_a_terminal():
+    # The test runner may itself have been started with SIGINT ignored (a background job).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_sigterm_and_sigint_raise_while_training_and_are_restored_after(sigint_as_at_a_terminal):
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with pytest.raises(Interrupted, match="SIGINT"), signals_as_exceptions():
         signal.raise_signal(signal.SIGINT)
